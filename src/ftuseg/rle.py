@@ -35,7 +35,9 @@ def parse_runs(rle: str) -> tuple[np.ndarray, np.ndarray]:
         except (DeprecationWarning, ValueError) as err:
             raise DataError(f"RLE has a token that is not an integer ({err})") from None
     if tokens.size % 2:
-        raise DataError(f"RLE has an odd number of tokens ({tokens.size}): expected start/length pairs")
+        raise DataError(
+            f"RLE has an odd number of tokens ({tokens.size}): expected start/length pairs"
+        )
     starts = tokens[0::2] - 1
     lengths = tokens[1::2]
     if starts.size and starts.min() < 0:
@@ -67,7 +69,9 @@ def decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
         return np.zeros((width, height), dtype=np.uint8).T
     last_end = int(starts[-1] + lengths[-1])
     if last_end > n:
-        raise DataError(f"RLE run ends at pixel {last_end}, past the image area {height}x{width}={n}")
+        raise DataError(
+            f"RLE run ends at pixel {last_end}, past the image area {height}x{width}={n}"
+        )
     # Alternate 0/1 segments: gap, run, gap, run, ..., tail gap; np.repeat writes them in one pass.
     segments = np.empty(2 * starts.size + 1, dtype=np.int64)
     segments[0] = starts[0]

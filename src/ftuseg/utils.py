@@ -28,10 +28,12 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
     prefix = f".{path.name}."
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+        tmp.chmod(0o755)  # mkdtemp creates 0700; outputs should get the usual permissions
     else:
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + path.suffix, dir=path.parent)
         os.close(fd)
         tmp = Path(name)
+        tmp.chmod(0o644)
     try:
         yield tmp
         if is_dir:
@@ -74,5 +76,5 @@ def seed_everything(seed: int) -> None:
     import torch
 
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - libraries may still use the global RNG
     torch.manual_seed(seed)

@@ -1,0 +1,83 @@
+"""Torch datasets over the prepared images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .prepare import load_prepared
+from .transforms import random_dihedral
+
+PAD_VALUE = 255  # images are padded with white, as glass looks in brightfield
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+
+
+def random_crop(
+    image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator, ftu_prob: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size``² crop, centred on a random FTU pixel with probability ``ftu_prob`` (FTUs are a
+    minority of the pixels), else uniform. Images smaller than ``size`` are padded first."""
+    h, w = mask.shape
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph or pw:
+        image = np.pad(image, ((0, ph), (0, pw), (0, 0)), constant_values=PAD_VALUE)
+        mask = np.pad(mask, ((0, ph), (0, pw)))
+        h, w = mask.shape
+    if rng.random() < ftu_prob and mask.any():
+        ys, xs = np.nonzero(mask)
+        i = rng.integers(ys.size)
+        cy, cx = int(ys[i]), int(xs[i])
+        y0 = int(np.clip(cy - size // 2 + rng.integers(-size // 4, size // 4 + 1), 0, h - size))
+        x0 = int(np.clip(cx - size // 2 + rng.integers(-size // 4, size // 4 + 1), 0, w - size))
+    else:
+        y0, x0 = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+    return image[y0 : y0 + size, x0 : x0 + size], mask[y0 : y0 + size, x0 : x0 + size]
+
+
+class CropDataset(Dataset):
+    """Random crops of prepared training images, ``samples_per_image`` per image and epoch.
+
+    Randomness comes from ``(seed, epoch, index)`` alone, so an epoch is reproducible whatever
+    the number of data-loader workers; call :meth:`set_epoch` before each epoch.
+    """
+
+    def __init__(
+        self,
+        prepared_dir: str | Path,
+        ids: Sequence[str],
+        crop_size: int,
+        samples_per_image: int = 1,
+        ftu_prob: float = 0.5,
+        augment: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.items = [load_prepared(prepared_dir, i) for i in ids]
+        self.crop_size = crop_size
+        self.samples_per_image = samples_per_image
+        self.ftu_prob = ftu_prob
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items) * self.samples_per_image
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image, mask = self.items[index // self.samples_per_image]
+        image, mask = random_crop(image, mask, self.crop_size, rng, self.ftu_prob)
+        if self.augment:
+            image, mask = random_dihedral(image, mask, rng)
+        target = torch.from_numpy(np.ascontiguousarray(mask)).float().unsqueeze(0)
+        return to_tensor(image), target

@@ -1,0 +1,103 @@
+"""Prepare stage: validate the raw training data, decode masks, resample to the training scale,
+assign organ-stratified folds, and store one compressed file per image."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.progress import track
+from sklearn.model_selection import StratifiedKFold
+
+from .data import decode_mask, image_path, read_image, read_metadata
+from .errors import DataError
+from .scale import resize_image, resize_mask, scaled_shape
+from .utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "index.csv"
+IMAGES_DIR = "images"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    um_per_px: float = 2.0  # common physical scale of the training images
+    n_folds: int = 2
+    seed: int = 2022
+
+
+def assign_folds(organs: pd.Series, n_folds: int, seed: int) -> np.ndarray:
+    """Fold index per row, stratified by organ (so every fold sees every organ)."""
+    if n_folds < 2:
+        raise DataError(
+            f"cv: at least 2 folds are needed for out-of-fold evaluation, got {n_folds}"
+        )
+    counts = organs.value_counts()
+    if counts.min() < n_folds:
+        raise DataError(
+            f"cv: organ {counts.idxmin()!r} has {counts.min()} training image(s), fewer than "
+            f"the {n_folds} folds; use fewer folds or more images"
+        )
+    folds = np.full(len(organs), -1, dtype=np.int64)
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # small classes are checked above
+        for k, (_, val) in enumerate(splitter.split(np.zeros(len(organs)), organs.to_numpy())):
+            folds[val] = k
+    return folds
+
+
+def load_prepared(prepared_dir: str | Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(image, mask) of one prepared image."""
+    with np.load(Path(prepared_dir) / IMAGES_DIR / f"{image_id}.npz", allow_pickle=False) as f:
+        return f["image"], f["mask"]
+
+
+def read_index(prepared_dir: str | Path) -> pd.DataFrame:
+    return pd.read_csv(Path(prepared_dir) / INDEX_NAME, dtype={"id": str})
+
+
+def prepare(raw_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig) -> pd.DataFrame:
+    """Run the prepare stage; returns the index that was written to ``out_dir/index.csv``."""
+    raw_dir = Path(raw_dir)
+    if cfg.um_per_px <= 0:
+        raise DataError(f"prepare.um_per_px must be positive, got {cfg.um_per_px}")
+    meta = read_metadata(raw_dir / "train.csv", "train")
+    meta["fold"] = assign_folds(meta["organ"], cfg.n_folds, cfg.seed)
+
+    rows = []
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        (tmp / IMAGES_DIR).mkdir()
+        for row in track(
+            list(meta.itertuples(index=False)), description="prepare: resample to training scale"
+        ):
+            where = f"{raw_dir / 'train.csv'}: row id={row.id}"
+            mask = decode_mask(row.rle, (row.img_height, row.img_width), where)
+            img = read_image(image_path(raw_dir, "train", row.id), (row.img_height, row.img_width))
+            shape = scaled_shape(img.shape[:2], row.pixel_size, cfg.um_per_px)
+            img_s, mask_s = resize_image(img, shape), resize_mask(mask, shape)
+            np.savez_compressed(tmp / IMAGES_DIR / f"{row.id}.npz", image=img_s, mask=mask_s)
+            rows.append(
+                {
+                    "id": row.id,
+                    "organ": row.organ,
+                    "data_source": row.data_source,
+                    "pixel_size": row.pixel_size,
+                    "tissue_thickness": row.tissue_thickness,
+                    "img_height": row.img_height,
+                    "img_width": row.img_width,
+                    "height": shape[0],
+                    "width": shape[1],
+                    "ftu_fraction": round(float(mask_s.mean()), 5),
+                    "fold": int(row.fold),
+                }
+            )
+        index = pd.DataFrame(rows)
+        index.to_csv(tmp / INDEX_NAME, index=False)
+    log.info("prepared %d images at %.3g µm/px into %s", len(index), cfg.um_per_px, out_dir)
+    return index

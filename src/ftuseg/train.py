@@ -1,0 +1,194 @@
+"""Training of one architecture on one fold.
+
+Logs through dvclive (so ``dvc plots`` shows loss and Dice curves), keeps the checkpoint of the
+best validation Dice as safetensors, and is deterministic on CPU for a given seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from dvclive import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from timm.scheduler import CosineLRScheduler
+from torch.utils.data import DataLoader
+
+from .checkpoint import save_checkpoint
+from .datasets import CropDataset, to_tensor
+from .inference import resolve_device
+from .losses import SegmentationLoss
+from .metrics import dice
+from .models import Segmenter, build_model
+from .prepare import load_prepared, read_index
+from .utils import seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` group of params.yaml."""
+
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    crop_size: int = 192
+    samples_per_image: int = 2
+    ftu_crop_prob: float = 0.5
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    patience: int = 0  # epochs without improvement before stopping; 0 = never stop early
+    num_workers: int = 0
+    seed: int = 2022
+    threads: int = 0  # CPU threads for torch; 0 = all cores
+    device: str = "auto"
+    amp: bool = True
+
+
+@torch.inference_mode()
+def evaluate(
+    model: Segmenter, items: list[tuple[np.ndarray, np.ndarray]], device: torch.device
+) -> float:
+    """Mean per-image Dice at threshold 0.5 on whole prepared images (at training scale)."""
+    model.eval()
+    scores = []
+    for image, mask in items:
+        logits = model(to_tensor(image).unsqueeze(0).to(device))
+        scores.append(dice((logits[0, 0] > 0).cpu().numpy(), mask))
+    return float(np.mean(scores)) if scores else math.nan
+
+
+def train_fold(
+    prepared_dir: str | Path,
+    model_name: str,
+    model_cfg: dict[str, Any],
+    fold: int,
+    cfg: TrainConfig,
+    um_per_px: float,
+    out_dir: str | Path,
+    live_dir: str | Path,
+) -> dict[str, Any]:
+    """Train ``model_name`` on all folds but ``fold``, validate on ``fold``; returns a summary."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    seed = cfg.seed + 1000 * fold
+    seed_everything(seed)
+
+    index = read_index(prepared_dir)
+    if fold not in set(index["fold"]):
+        raise ValueError(
+            f"fold {fold} does not exist in {prepared_dir} (folds: {sorted(set(index['fold']))})"
+        )
+    train_ids = index.loc[index["fold"] != fold, "id"].tolist()
+    val_ids = index.loc[index["fold"] == fold, "id"].tolist()
+    dataset = CropDataset(
+        prepared_dir, train_ids, cfg.crop_size, cfg.samples_per_image, cfg.ftu_crop_prob, seed=seed
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        num_workers=cfg.num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=len(dataset) > cfg.batch_size,
+    )
+    val_items = [load_prepared(prepared_dir, i) for i in val_ids]
+
+    model = build_model(model_cfg).to(device)
+    criterion = SegmentationLoss(cfg.bce_weight, cfg.dice_weight)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * len(loader)
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=steps,
+        lr_min=cfg.lr * 0.01,
+        warmup_t=round(cfg.warmup_epochs * len(loader)),
+        warmup_lr_init=cfg.lr * 0.01,
+        t_in_epochs=False,
+    )
+    amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    best = {"val_dice": -1.0, "epoch": -1}
+    stale = 0
+    step = 0
+    started = time.perf_counter()
+    with (
+        Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live,
+        Progress(
+            TextColumn(f"train {model_name} fold {fold}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(
+                "epoch {task.fields[epoch]} loss {task.fields[loss]:.4f} dice {task.fields[dice]:.4f}"
+            ),
+            TimeElapsedColumn(),
+        ) as progress,
+    ):
+        live.log_params({"model": model_name, "fold": fold, **asdict(cfg)})
+        task = progress.add_task("train", total=steps, epoch=0, loss=math.nan, dice=math.nan)
+        for epoch in range(cfg.epochs):
+            model.train()
+            dataset.set_epoch(epoch)
+            losses = []
+            for images, targets in loader:
+                images, targets = images.to(device), targets.to(device)
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                    loss = criterion(model(images), targets)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                scheduler.step_update(step)
+                losses.append(loss.item())
+                progress.update(task, advance=1, epoch=epoch + 1, loss=float(np.mean(losses)))
+            val_dice = evaluate(model, val_items, device)
+            progress.update(task, dice=val_dice)
+            live.log_metric("train/loss", float(np.mean(losses)))
+            live.log_metric("train/lr", optimizer.param_groups[0]["lr"])
+            live.log_metric("val/dice", val_dice)
+            live.next_step()
+            if val_dice > best["val_dice"]:
+                best = {"val_dice": val_dice, "epoch": epoch + 1}
+                stale = 0
+                save_checkpoint(
+                    out_dir,
+                    model,
+                    {
+                        "name": model_name,
+                        "model_cfg": model_cfg,
+                        "um_per_px": um_per_px,
+                        "fold": fold,
+                        "epoch": epoch + 1,
+                        "val_dice": round(val_dice, 5),
+                        "train_ids": train_ids,
+                        "val_ids": val_ids,
+                    },
+                )
+            else:
+                stale += 1
+                if cfg.patience and stale >= cfg.patience:
+                    log.info("early stop after epoch %d (best %d)", epoch + 1, best["epoch"])
+                    break
+        summary = {
+            "best_val_dice": round(best["val_dice"], 5),
+            "best_epoch": best["epoch"],
+            "epochs_run": epoch + 1,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        for key, value in summary.items():
+            live.summary[key] = value
+    return summary

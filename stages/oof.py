@@ -1,0 +1,40 @@
+"""Stage `oof`: out-of-fold predictions and per-organ Dice of every model at threshold 0.5."""
+
+from pathlib import Path
+
+import typer
+
+from ftuseg.evaluation import run_oof, write_table
+from ftuseg.stage import group, load_params, stage_main
+from ftuseg.utils import write_json
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+@stage_main
+def main(
+    prepared: Path = Path("data/prepared"),
+    models_dir: Path = Path("models"),
+    out: Path = Path("data/oof"),
+    metrics: Path = Path("metrics/oof.json"),
+    per_image: Path = Path("metrics/oof_per_image.csv"),
+    params: Path = Path("params.yaml"),
+) -> None:
+    p = load_params(params)
+    result, table = run_oof(
+        group(p, "data")["raw_dir"],
+        prepared,
+        models_dir,
+        group(p, "ensemble")["models"],
+        out,
+        device=group(p, "inference")["device"],
+    )
+    write_json(metrics, result)
+    write_table(per_image, table)
+    for name, m in result.items():
+        typer.echo(f"oof {name}: Dice {m['dice']:.4f} over {m['n_images']} images")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,32 @@
+"""Stage `sample`: generate the embedded sample dataset (skipped when real data is used)."""
+
+from pathlib import Path
+
+import typer
+
+from ftuseg.sample import SampleConfig, generate
+from ftuseg.stage import group, load_params, stage_main
+from ftuseg.utils import atomic_path
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+@stage_main
+def main(out: Path = Path("data/sample"), params: Path = Path("params.yaml")) -> None:
+    p = load_params(params)
+    raw_dir = Path(group(p, "data")["raw_dir"])
+    if raw_dir.resolve() != out.resolve():
+        # Real data is configured: keep this stage's output to a note instead of a dataset.
+        with atomic_path(out, is_dir=True) as tmp:
+            (tmp / "SKIPPED.md").write_text(
+                f"The sample dataset was not generated: data.raw_dir points at {raw_dir}.\n"
+            )
+        typer.echo(f"sample: skipped (data.raw_dir = {raw_dir})")
+        return
+    counts = generate(out, SampleConfig(**group(p, "sample")))
+    typer.echo(f"sample: wrote {counts['train']} train and {counts['test']} test images to {out}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,39 @@
+"""Stage `submit`: predict the test images with the ensemble and write submission.csv."""
+
+from pathlib import Path
+
+import typer
+
+from ftuseg.evaluation import EnsembleConfig, load_folds, make_submission
+from ftuseg.stage import group, load_params, stage_main
+from ftuseg.utils import write_json
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+@stage_main
+def main(
+    prepared: Path = Path("data/prepared"),
+    models_dir: Path = Path("models"),
+    ensemble: Path = Path("data/ensemble.yaml"),
+    out: Path = Path("submission.csv"),
+    metrics: Path = Path("metrics/test.json"),
+    params: Path = Path("params.yaml"),
+) -> None:
+    p = load_params(params)
+    submission, result = make_submission(
+        group(p, "data")["raw_dir"],
+        models_dir,
+        EnsembleConfig.load(ensemble),
+        load_folds(prepared),
+        out,
+        device=group(p, "inference")["device"],
+    )
+    write_json(metrics, result)
+    scored = f", test Dice {result['dice']:.4f}" if result.get("scored") else ""
+    typer.echo(f"submit: {len(submission)} rows -> {out}{scored}")
+
+
+if __name__ == "__main__":
+    app()

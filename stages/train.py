@@ -1,0 +1,45 @@
+"""Stage `train@<model>-<fold>`: train one architecture on one fold."""
+
+from pathlib import Path
+
+import typer
+
+from ftuseg.errors import DataError
+from ftuseg.evaluation import checkpoint_dir
+from ftuseg.stage import group, load_params, stage_main
+from ftuseg.train import TrainConfig, train_fold
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+@stage_main
+def main(
+    model: str = typer.Option(..., help="model name, a key of `models` in params.yaml"),
+    fold: int = typer.Option(..., help="validation fold"),
+    prepared: Path = Path("data/prepared"),
+    models_dir: Path = Path("models"),
+    logs_dir: Path = Path("logs/train"),
+    params: Path = Path("params.yaml"),
+) -> None:
+    p = load_params(params)
+    models = group(p, "models")
+    if model not in models:
+        raise DataError(
+            f"params.yaml: no model {model!r} under `models` (have: {', '.join(models)})"
+        )
+    summary = train_fold(
+        prepared,
+        model,
+        models[model],
+        fold,
+        TrainConfig(**group(p, "train")),
+        um_per_px=float(group(p, "prepare")["um_per_px"]),
+        out_dir=checkpoint_dir(models_dir, model, fold),
+        live_dir=logs_dir / model / f"fold{fold}",
+    )
+    typer.echo(f"train {model} fold {fold}: {summary}")
+
+
+if __name__ == "__main__":
+    app()
