@@ -148,7 +148,8 @@ def read_image(path: str | Path, expected_shape: Sequence[int] | None = None) ->
 def to_rgb_uint8(img: np.ndarray, name: str = "image") -> np.ndarray:
     """Bring an image array to (H, W, 3) uint8, converting known layouts and refusing the rest."""
     img = np.asarray(img)
-    if img.ndim == 3 and img.shape[0] in (3, 4) and img.shape[-1] not in (3, 4):
+    # Channels-first only when unambiguous: 3 or 4 planes and a last axis too long to be channels.
+    if img.ndim == 3 and img.shape[0] in (3, 4) and img.shape[-1] > 4:
         log.warning("%s: channels-first layout %s, transposed to channels-last", name, img.shape)
         img = np.moveaxis(img, 0, -1)
     if img.ndim == 3 and img.shape[-1] == 1:

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_LABELS = ROOT.parent / "shared" / "hubmap-labels"
+FIXTURES = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def real_rows() -> pd.DataFrame:
+    """Real competition train.csv rows: the 141 shared ones when present, else the 10 bundled."""
+    shared = SHARED_LABELS / "train_rows.csv"
+    path = shared if shared.is_file() else FIXTURES / "real_rows.csv"
+    return pd.read_csv(path, dtype={"id": str})
+
+
+@pytest.fixture(scope="session")
+def shared_labels() -> Path:
+    """The shared real-label folder; only present beside a checkout in this project's workspace."""
+    if not SHARED_LABELS.is_dir():
+        pytest.skip(
+            "../shared/hubmap-labels is not beside this checkout (bundled rows still tested)"
+        )
+    return SHARED_LABELS
+
+
+@pytest.fixture(scope="session")
+def bundled_rows() -> pd.DataFrame:
+    return pd.read_csv(FIXTURES / "real_rows.csv", dtype={"id": str})
+
+
+def run_stage(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a stage script as DVC would (``python stages/x.py``) inside ``cwd``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "stages" / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
