@@ -1,12 +1,15 @@
-"""Stage `ensemble`: model weights and per-organ thresholds that maximise OOF Dice."""
+"""Stage `ensemble`: model weights and per-organ thresholds that maximise OOF Dice, plus the
+plots and the badcase gallery."""
 
 from pathlib import Path
 
+import pandas as pd
 import typer
 
 from ftuseg.errors import DataError
 from ftuseg.evaluation import search_ensemble, write_table
-from ftuseg.stage import group, load_params, stage_main
+from ftuseg.gallery import write_gallery
+from ftuseg.stage import group, inference_config, load_params, stage_main
 from ftuseg.utils import write_json
 
 app = typer.Typer(add_completion=False)
@@ -19,32 +22,58 @@ def main(
     oof: Path = Path("data/oof"),
     out: Path = Path("data/ensemble.yaml"),
     metrics: Path = Path("metrics/ensemble.json"),
-    curves: Path = Path("metrics/plots/thresholds.csv"),
+    plots: Path = Path("metrics/plots"),
+    gallery: Path = Path("metrics/gallery"),
     params: Path = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
     ens = group(p, "ensemble")
-    weights = ens.get("weights") or {}
-    unknown = set(weights) - set(ens["models"])
+    models = list(ens["models"])
+    fixed = ens.get("weights") or {}
+    unknown = set(fixed) - set(models)
     if unknown:
         raise DataError(
             f"params.yaml: ensemble.weights names models not in ensemble.models: {sorted(unknown)}"
         )
-    # Equal weights unless given; the weight search over models lives in the architecture-zoo work.
-    weights = {m: float(weights.get(m, 1.0)) for m in ens["models"]}
-    config, result, table = search_ensemble(
-        group(p, "data")["raw_dir"],
+    raw_dir = group(p, "data")["raw_dir"]
+    inference = inference_config(p)
+    result = search_ensemble(
+        raw_dir,
         prepared,
         oof,
-        weights,
+        models,
         ens["thresholds"],
         um_per_px=float(group(p, "prepare")["um_per_px"]),
+        fixed_weights=fixed,
+        min_component_um2=inference.min_component_um2,
     )
-    config.save(out)
-    write_json(metrics, result)
-    write_table(curves, table)
+    result.config.save(out)
+    write_json(metrics, result.metrics)
+    write_table(plots / "thresholds.csv", result.curves)
+    organ_dice = {
+        k[len("dice_") :]: v for k, v in result.metrics["ensemble"].items() if k.startswith("dice_")
+    }
+    write_table(
+        plots / "organ_dice.csv",
+        pd.DataFrame({"organ": list(organ_dice), "dice": list(organ_dice.values())}),
+    )
+    write_table(plots / "oof_per_image.csv", result.per_image)
+    write_gallery(
+        raw_dir,
+        oof,
+        models,
+        [result.config.members.get(m, 0.0) for m in models],
+        result.config.thresholds,
+        result.per_image,
+        gallery,
+        worst_k=int(ens.get("gallery_worst_k", 2)),
+        min_component_um2=inference.min_component_um2,
+    )
     typer.echo(
-        f"ensemble: OOF Dice {result['ensemble']['dice']:.4f}, thresholds {config.thresholds}"
+        f"ensemble: OOF Dice {result.metrics['ensemble']['dice']:.4f} "
+        f"(best single {result.metrics['best_single_model']['name']}: "
+        f"{result.metrics['best_single_model']['dice']:.4f}), weights {result.metrics['weights']}, "
+        f"thresholds {result.config.thresholds}"
     )
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from ftuseg.evaluation import run_oof, write_table
-from ftuseg.stage import group, load_params, stage_main
+from ftuseg.stage import group, inference_config, load_params, stage_main
 from ftuseg.utils import write_json
 
 app = typer.Typer(add_completion=False)
@@ -28,7 +28,7 @@ def main(
         models_dir,
         group(p, "ensemble")["models"],
         out,
-        device=group(p, "inference")["device"],
+        inference_config(p),
     )
     write_json(metrics, result)
     write_table(per_image, table)

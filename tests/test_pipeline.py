@@ -77,9 +77,19 @@ def test_metrics_report_per_organ_dice(repo, first_run):
     config = yaml.safe_load((repo / "data/ensemble.yaml").read_text())
     assert set(config["thresholds"]) == set(ORGANS)
     assert config["members"] == {"unet": 1.0}
+    assert ensemble["weights"] == {"unet": 1.0}
+    assert ensemble["best_single_model"]["name"] == "unet"
     curves = pd.read_csv(repo / "metrics/plots/thresholds.csv")
-    assert set(curves["organ"]) == set(ORGANS)
+    assert list(curves.columns) == ["threshold", *ORGANS]
+    assert (curves[list(ORGANS)].max() <= 1).all()
     assert (repo / "logs/train/unet/fold0/plots/metrics/val/dice.tsv").is_file()
+
+
+def test_badcase_gallery_has_the_worst_images_of_every_organ(repo, first_run):
+    pictures = sorted(p.name for p in (repo / "metrics/gallery").glob("*.png"))
+    assert len(pictures) == 2 * len(ORGANS)  # gallery_worst_k = 2 per organ
+    assert {name.split("_")[0] for name in pictures} == set(ORGANS)
+    assert "image" in sh(sys.executable, "-m", "dvc", "plots", "show", "--json", cwd=repo).stdout
 
 
 def test_submission_covers_the_test_set_and_is_scored(repo, first_run):

@@ -1,14 +1,14 @@
-"""Out-of-fold evaluation, per-organ threshold search, and submission.
+"""Out-of-fold evaluation, ensemble search, and submission.
 
-All three run the images through :mod:`ftuseg.inference` and score exactly as the competition
-does: Dice per image at the original resolution, averaged over images.
+All three run images through :mod:`ftuseg.inference` and score exactly as the competition does:
+Dice per image at the original resolution, averaged over images.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,10 @@ from rich.progress import track
 from . import rle
 from .data import decode_mask, image_path, read_image, read_metadata
 from .errors import DataError
-from .inference import Predictor, binarize, combine, to_original
+from .inference import InferenceConfig, Predictor, combine, postprocess, to_original
 from .metrics import dice, dice_from_counts, summarise
 from .organs import ORGANS
-from .prepare import read_index
+from .prepare import load_prepared, read_index
 from .utils import atomic_path, read_yaml, write_yaml
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,24 @@ def oof_path(oof_dir: str | Path, model: str, image_id: str) -> Path:
     return Path(oof_dir) / model / f"{image_id}.png"
 
 
-# --------------------------------------------------------------------------------------------
-# OOF
+def read_oof_map(oof_dir: str | Path, model: str, image_id: str) -> np.ndarray:
+    path = oof_path(oof_dir, model, image_id)
+    q = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if q is None:
+        raise DataError(f"{path}: OOF map missing or unreadable (re-run the oof stage)")
+    return q
+
+
+def write_table(path: str | Path, table: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def load_folds(prepared_dir: str | Path) -> list[int]:
+    return sorted(int(f) for f in read_index(prepared_dir)["fold"].unique())
+
+
+# -------------------------------------------------------------------------------------- OOF
 
 
 def run_oof(
@@ -47,24 +63,24 @@ def run_oof(
     models_dir: str | Path,
     model_names: Sequence[str],
     oof_dir: str | Path,
-    device: str = "auto",
+    config: InferenceConfig | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Predict every training image with the model of the fold that did not train on it.
 
     Writes the quantised probability at training scale (one PNG per model and image) under
     ``oof_dir`` and returns the metrics at threshold 0.5 per model and the per-image table.
     """
+    config = config or InferenceConfig()
     raw_dir = Path(raw_dir)
     meta = read_metadata(raw_dir / "train.csv", "train").set_index("id", drop=False)
     index = read_index(prepared_dir)
-    folds = sorted(index["fold"].unique())
     rows = []
     with atomic_path(oof_dir, is_dir=True) as tmp:
         for name in model_names:
             (tmp / name).mkdir()
-            for fold in folds:
+            for fold in sorted(index["fold"].unique()):
                 predictor = Predictor.from_checkpoints(
-                    [(checkpoint_dir(models_dir, name, fold), 1.0)], device=device
+                    [(checkpoint_dir(models_dir, name, fold), 1.0)], config
                 )
                 ids = index.loc[index["fold"] == fold, "id"].tolist()
                 for image_id in track(ids, description=f"oof: {name} fold {fold}"):
@@ -75,17 +91,17 @@ def run_oof(
                     q = predictor.predict_scaled(img, row.pixel_size)
                     cv2.imwrite(str(oof_path(tmp, name, image_id)), q)
                     truth = decode_mask(
-                        row.rle,
-                        (row.img_height, row.img_width),
-                        f"{raw_dir / 'train.csv'}: row id={row.id}",
+                        row.rle, truth_shape(row), f"{raw_dir / 'train.csv'}: row id={image_id}"
                     )
-                    pred = binarize(to_original(q, truth.shape), 0.5)
+                    pred = postprocess(
+                        to_original(q, truth.shape), 0.5, row.pixel_size, config.min_component_um2
+                    )
                     rows.append(
                         {
                             "model": name,
                             "id": image_id,
                             "organ": row.organ,
-                            "fold": fold,
+                            "fold": int(fold),
                             "dice": dice(pred, truth),
                         }
                     )
@@ -94,16 +110,27 @@ def run_oof(
     return metrics, per_image
 
 
-# --------------------------------------------------------------------------------------------
-# Ensemble: weights and per-organ thresholds
+def truth_shape(row: Any) -> tuple[int, int]:
+    return int(row.img_height), int(row.img_width)
+
+
+# -------------------------------------------------------------------------------------- ensemble
 
 
 @dataclass(frozen=True)
 class EnsembleConfig:
-    members: dict[str, float]  # model name -> weight
+    """What the submission and the kernel read: members, thresholds, scale."""
+
+    members: dict[str, float]  # model name -> weight (sums to 1)
     thresholds: dict[str, float]  # organ -> threshold
     um_per_px: float
     default_threshold: float = 0.5
+    # data source -> organ -> threshold, overriding ``thresholds`` where the source is known
+    source_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def threshold(self, organ: str, data_source: str | None = None) -> float:
+        by_source = self.source_thresholds.get(data_source or "", {})
+        return by_source.get(organ, self.thresholds.get(organ, self.default_threshold))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,23 +138,28 @@ class EnsembleConfig:
             "members": dict(self.members),
             "thresholds": dict(self.thresholds),
             "default_threshold": self.default_threshold,
+            "source_thresholds": {k: dict(v) for k, v in self.source_thresholds.items()},
         }
+
+    def save(self, path: str | Path) -> None:
+        write_yaml(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> EnsembleConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: ensemble config not found (run the ensemble stage)")
         d = read_yaml(path)
         return cls(
             members={str(k): float(v) for k, v in d["members"].items()},
             thresholds={str(k): float(v) for k, v in d["thresholds"].items()},
             um_per_px=float(d["um_per_px"]),
             default_threshold=float(d.get("default_threshold", 0.5)),
+            source_thresholds={
+                str(s): {str(o): float(t) for o, t in m.items()}
+                for s, m in (d.get("source_thresholds") or {}).items()
+            },
         )
-
-    def threshold(self, organ: str) -> float:
-        return self.thresholds.get(organ, self.default_threshold)
-
-    def save(self, path: str | Path) -> None:
-        write_yaml(path, self.to_dict())
 
 
 def threshold_counts(
@@ -145,87 +177,179 @@ def threshold_counts(
     return inter, pred_sum, int(truth.sum())
 
 
+def dice_table(
+    probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], grid: np.ndarray
+) -> np.ndarray:
+    """Per-image Dice at every threshold of ``grid``: shape (n_images, len(grid))."""
+    return np.stack(
+        [
+            dice_from_counts(*threshold_counts(p, t, grid))
+            for p, t in zip(probs, truths, strict=True)
+        ]
+    )
+
+
+def best_thresholds(
+    scores: np.ndarray, organs: np.ndarray, grid: np.ndarray
+) -> tuple[dict[str, float], float]:
+    """Per-organ threshold maximising the organ's mean Dice, and the resulting overall mean."""
+    chosen, per_image = {}, np.zeros(len(organs))
+    for organ in np.unique(organs):
+        sel = organs == organ
+        j = int(np.argmax(scores[sel].mean(axis=0)))
+        chosen[str(organ)] = round(float(grid[j]), 4)
+        per_image[sel] = scores[sel, j]
+    return chosen, float(per_image.mean())
+
+
+def search_weights(
+    maps: Sequence[Sequence[np.ndarray]],
+    truths: Sequence[np.ndarray],
+    organs: Sequence[str],
+    grid: Sequence[float],
+    factors: Sequence[float] = (0.0, 0.5, 0.8, 1.25, 2.0),
+    max_rounds: int = 10,
+) -> tuple[np.ndarray, float]:
+    """Coordinate ascent on model weights for OOF mean Dice with per-organ thresholds.
+
+    ``maps[i][m]`` is model m's quantised probability for image i (same shape as
+    ``truths[i]``). Each round tries scaling one weight at a time by ``factors`` and keeps any
+    improvement; cost grows linearly with the number of models, so it scales to large ensembles.
+    Returns normalised weights and the objective they reach.
+    """
+    n_models = len(maps[0])
+    grid_arr = np.asarray(sorted(grid), dtype=np.float64)
+    organs_arr = np.asarray(organs)
+
+    def objective(w: np.ndarray) -> float:
+        probs = [combine(m, w) / np.float32(255.0) for m in maps]
+        return best_thresholds(dice_table(probs, truths, grid_arr), organs_arr, grid_arr)[1]
+
+    weights = np.ones(n_models)
+    best = objective(weights)
+    if n_models == 1:
+        return weights, best
+    for _ in range(max_rounds):
+        improved = False
+        for m in range(n_models):
+            for f in factors:
+                trial = weights.copy()
+                trial[m] = weights[m] * f
+                if trial.sum() <= 0 or np.allclose(trial, weights):
+                    continue
+                score = objective(trial)
+                if score > best + 1e-9:
+                    best, weights, improved = score, trial, True
+        if not improved:
+            break
+    return weights / weights.sum(), best
+
+
+@dataclass
+class EnsembleResult:
+    config: EnsembleConfig
+    metrics: dict[str, Any]
+    curves: pd.DataFrame  # threshold x organ mean Dice of the ensemble
+    per_image: pd.DataFrame  # id, organ, dice of the ensemble at its thresholds
+
+
 def search_ensemble(
     raw_dir: str | Path,
     prepared_dir: str | Path,
     oof_dir: str | Path,
-    weights: dict[str, float],
+    models: Sequence[str],
     thresholds: Sequence[float],
     um_per_px: float,
-) -> tuple[EnsembleConfig, dict[str, Any], pd.DataFrame]:
-    """Choose per-organ thresholds that maximise the OOF mean Dice of the weighted ensemble.
+    fixed_weights: dict[str, float] | None = None,
+    min_component_um2: float = 0.0,
+) -> EnsembleResult:
+    """Find model weights and per-organ thresholds that maximise OOF mean Dice.
 
-    Returns the ensemble config, metrics (tuned vs. default threshold, and every single model at
-    0.5) and the threshold-vs-Dice curve per organ.
+    Weights are searched at training scale against the prepared masks (cheap, many evaluations);
+    thresholds are then chosen at the original resolution against the real masks, through the
+    same functions the submission uses. ``fixed_weights`` skips the weight search.
     """
     raw_dir = Path(raw_dir)
     grid = np.asarray(sorted(thresholds), dtype=np.float64)
     if grid.size == 0 or grid.min() <= 0 or grid.max() >= 1:
         raise DataError("ensemble.thresholds must be a non-empty list of values in (0, 1)")
-    # Score the default threshold as well, to report what the search gained over it.
     default_threshold = 0.5
     evaluated = np.union1d(grid, [default_threshold])
+    on_grid = np.isin(evaluated, grid)
     meta = read_metadata(raw_dir / "train.csv", "train").set_index("id", drop=False)
     index = read_index(prepared_dir)
-    names = list(weights)
-    scores = np.zeros((len(index), evaluated.size))
-    singles: dict[str, list[float]] = {n: [] for n in names}
-    for i, image_id in enumerate(
-        track(index["id"].tolist(), description="ensemble: threshold search")
-    ):
+    ids, organs = index["id"].tolist(), index["organ"].to_numpy()
+    models = list(models)
+
+    scaled_maps = [[read_oof_map(oof_dir, n, i) for n in models] for i in ids]
+    if fixed_weights:
+        weights = np.array([float(fixed_weights.get(n, 0.0)) for n in models])
+        if weights.sum() <= 0:
+            raise DataError("ensemble.weights must give at least one model a positive weight")
+        weights = weights / weights.sum()
+    else:
+        masks = [load_prepared(prepared_dir, i)[1] for i in ids]
+        weights, _ = search_weights(scaled_maps, masks, organs, grid)
+
+    # Exact scoring at the original resolution: the ensemble, and each model on its own.
+    candidates = {"ensemble": weights, **{n: np.eye(len(models))[j] for j, n in enumerate(models)}}
+    tables: dict[str, np.ndarray] = {k: np.zeros((len(ids), evaluated.size)) for k in candidates}
+    for i, image_id in enumerate(track(ids, description="ensemble: score thresholds")):
         row = meta.loc[image_id]
         truth = decode_mask(
-            row.rle, (row.img_height, row.img_width), f"{raw_dir / 'train.csv'}: row id={row.id}"
+            row.rle, truth_shape(row), f"{raw_dir / 'train.csv'}: row id={image_id}"
         )
-        maps = []
-        for n in names:
-            q = cv2.imread(str(oof_path(oof_dir, n, image_id)), cv2.IMREAD_UNCHANGED)
-            if q is None:
-                raise DataError(f"{oof_path(oof_dir, n, image_id)}: OOF map missing or unreadable")
-            maps.append(q)
-            singles[n].append(dice(binarize(to_original(q, truth.shape), 0.5), truth))
-        prob = to_original(combine(maps, [weights[n] for n in names]), truth.shape)
-        inter, pred_sum, truth_sum = threshold_counts(prob, truth, evaluated)
-        scores[i] = dice_from_counts(inter, pred_sum, truth_sum)
+        for key, w in candidates.items():
+            if key != "ensemble" and len(models) == 1:
+                tables[key][i] = tables["ensemble"][i]
+                continue
+            prob = to_original(combine(scaled_maps[i], w), truth.shape)
+            if min_component_um2 > 0:
+                tables[key][i] = [
+                    dice(postprocess(prob, t, row.pixel_size, min_component_um2), truth)
+                    for t in evaluated
+                ]
+            else:
+                tables[key][i] = dice_from_counts(*threshold_counts(prob, truth, evaluated))
 
-    organs = index["organ"].to_numpy()
-    chosen, curves = {}, []
+    def summary(key: str) -> tuple[dict[str, float], dict[str, Any], np.ndarray]:
+        chosen, _ = best_thresholds(tables[key][:, on_grid], organs, evaluated[on_grid])
+        column = {float(t): j for j, t in enumerate(evaluated)}
+        per_image = np.array([tables[key][i, column[chosen[o]]] for i, o in enumerate(organs)])
+        return chosen, summarise(index[["id", "organ"]].assign(dice=per_image)), per_image
+
+    chosen, ens_metrics, ens_per_image = summary("ensemble")
+    default_col = int(np.flatnonzero(evaluated == default_threshold)[0])
+    metrics: dict[str, Any] = {
+        "ensemble": ens_metrics,
+        "ensemble_at_default_threshold": summarise(
+            index[["id", "organ"]].assign(dice=tables["ensemble"][:, default_col])
+        ),
+        "weights": {n: round(float(w), 4) for n, w in zip(models, weights, strict=True)},
+        "single_models": {n: summary(n)[1] for n in models},
+    }
+    best_single = max(models, key=lambda n: metrics["single_models"][n]["dice"])
+    metrics["best_single_model"] = {
+        "name": best_single,
+        "dice": metrics["single_models"][best_single]["dice"],
+    }
+
+    curves = pd.DataFrame({"threshold": evaluated[on_grid]})
     for organ in ORGANS:
         sel = organs == organ
-        if not sel.any():
-            continue
-        mean = scores[sel].mean(axis=0)
-        on_grid = np.isin(evaluated, grid)
-        best = int(np.flatnonzero(on_grid)[np.argmax(mean[on_grid])])
-        chosen[organ] = round(float(evaluated[best]), 4)
-        curves += [
-            {"organ": organ, "threshold": float(t), "dice": round(float(d), 5)}
-            for t, d in zip(evaluated[on_grid], mean[on_grid], strict=True)
-        ]
+        if sel.any():
+            curves[organ] = np.round(tables["ensemble"][sel][:, on_grid].mean(axis=0), 5)
     config = EnsembleConfig(
-        members=dict(weights),
+        members={n: round(float(w), 6) for n, w in zip(models, weights, strict=True) if w > 0},
         thresholds=chosen,
         um_per_px=um_per_px,
         default_threshold=default_threshold,
     )
-
-    column = {float(t): j for j, t in enumerate(evaluated)}
-    tuned = np.array([scores[i, column[chosen[o]]] for i, o in enumerate(organs)])
-    ids = index[["id", "organ"]]
-    metrics: dict[str, Any] = {
-        "ensemble": summarise(ids.assign(dice=tuned)),
-        "ensemble_at_default_threshold": summarise(
-            ids.assign(dice=scores[:, column[default_threshold]])
-        ),
-    }
-    metrics["single_models"] = {
-        n: summarise(index[["id", "organ"]].assign(dice=np.asarray(singles[n]))) for n in names
-    }
-    return config, metrics, pd.DataFrame(curves)
+    per_image = index[["id", "organ", "fold"]].assign(dice=np.round(ens_per_image, 5))
+    return EnsembleResult(config, metrics, curves, per_image)
 
 
-# --------------------------------------------------------------------------------------------
-# Submission
+# -------------------------------------------------------------------------------------- submission
 
 
 def ensemble_members(
@@ -245,14 +369,13 @@ def make_submission(
     config: EnsembleConfig,
     folds: Sequence[int],
     out_csv: str | Path,
-    device: str = "auto",
+    inference: InferenceConfig | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Write ``submission.csv`` (id, rle) for ``test.csv``; score it when test labels exist."""
+    inference = inference or InferenceConfig()
     raw_dir = Path(raw_dir)
     test = read_metadata(raw_dir / "test.csv", "test")
-    predictor = Predictor.from_checkpoints(
-        ensemble_members(models_dir, config, folds), device=device
-    )
+    predictor = Predictor.from_checkpoints(ensemble_members(models_dir, config, folds), inference)
     if abs(predictor.um_per_px - config.um_per_px) > 1e-9:
         raise DataError(
             f"ensemble config says {config.um_per_px} µm/px but the checkpoints were trained at "
@@ -261,7 +384,13 @@ def make_submission(
     rows, masks = [], {}
     for row in track(list(test.itertuples(index=False)), description="submit: predict test images"):
         img = read_image(image_path(raw_dir, "test", row.id), (row.img_height, row.img_width))
-        pred = binarize(predictor.predict(img, row.pixel_size), config.threshold(row.organ))
+        prob = predictor.predict(img, row.pixel_size)
+        pred = postprocess(
+            prob,
+            config.threshold(row.organ, row.data_source),
+            row.pixel_size,
+            inference.min_component_um2,
+        )
         masks[row.id] = pred
         rows.append({"id": row.id, "rle": rle.encode(pred)})
     submission = pd.DataFrame(rows, columns=["id", "rle"])
@@ -277,18 +406,7 @@ def make_submission(
         if row.id not in labels.index:
             raise DataError(f"{labels_path}: no label for test id {row.id}")
         truth = decode_mask(
-            labels.loc[row.id, "rle"],
-            (row.img_height, row.img_width),
-            f"{labels_path}: id={row.id}",
+            labels.loc[row.id, "rle"], truth_shape(row), f"{labels_path}: id={row.id}"
         )
         scored.append({"id": row.id, "organ": row.organ, "dice": dice(masks[row.id], truth)})
     return submission, {"scored": True, **summarise(pd.DataFrame(scored))}
-
-
-def write_table(path: str | Path, table: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-
-
-def load_folds(prepared_dir: str | Path) -> list[int]:
-    return sorted(int(f) for f in read_index(prepared_dir)["fold"].unique())

@@ -1,17 +1,24 @@
 """The inference engine shared by OOF evaluation, the submission and the Kaggle kernel.
 
-An image is resampled to the ensemble's training scale (µm/px), every member predicts a
-probability map there, the maps are averaged with the members' weights and quantised to uint8
-(the form OOF stores), and finally resampled back to the original image size. Because all paths
-call the same functions, the numbers OOF reports are the numbers a submission gets.
+An image is resampled to the ensemble's training scale (µm/px) and cut into overlapping tiles;
+each member model predicts the tiles in batches under dihedral test-time augmentation, and the
+tile predictions are blended with a smooth window (so seams do not show) into one probability
+map per member. Member maps are quantised to uint8 (the form OOF stores) and combined with the
+members' weights, then resampled back to the original size and thresholded per organ.
+
+Memory is bounded by the tile batch plus a few maps at training scale, whatever the number of
+members and TTA passes: members run one after another into a single running accumulator.
+Because every path calls these functions, the numbers OOF reports are the numbers a submission
+gets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -20,11 +27,44 @@ from .datasets import to_tensor
 from .models import Segmenter
 from .scale import resize_prob, to_scale
 
+WINDOWS = ("gaussian", "cosine", "flat")
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """The ``inference`` group of params.yaml."""
+
+    tile_size: int = 256  # tile side at training scale (px)
+    overlap: float = 0.25  # fraction of the tile shared with its neighbour
+    batch_size: int = 8  # tiles per forward pass
+    window: str = "gaussian"  # blending window: gaussian | cosine | flat
+    tta: tuple[int, ...] = (0,)  # dihedral transforms, k in 0..7 (see transforms.dihedral)
+    precision: str = "fp16"  # fp32 | fp16 | bf16; reduced precision applies on CUDA only
+    min_component_um2: float = 0.0  # drop predicted components smaller than this area
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.tile_size < 1 or self.batch_size < 1:
+            raise ValueError("inference.tile_size and inference.batch_size must be positive")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"inference.overlap must be in [0, 1), got {self.overlap}")
+        if self.window not in WINDOWS:
+            raise ValueError(f"inference.window must be one of {WINDOWS}, got {self.window!r}")
+        if not self.tta or any(k not in range(8) for k in self.tta):
+            raise ValueError(f"inference.tta must be a non-empty list of 0..7, got {self.tta}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"inference.precision must be one of {tuple(PRECISIONS)}")
+        object.__setattr__(self, "tta", tuple(int(k) for k in self.tta))
+
+
+# ------------------------------------------------------------------------------ quantisation
 
 
 def quantize(prob: np.ndarray) -> np.ndarray:
@@ -36,22 +76,91 @@ def dequantize(q: np.ndarray) -> np.ndarray:
     return q.astype(np.float32) / 255.0
 
 
+def accumulate(acc: np.ndarray | None, q: np.ndarray, weight: float) -> np.ndarray:
+    """Add a quantised member map with a (normalised) weight to a running float32 sum."""
+    term = np.float32(weight) * dequantize(q)
+    return term if acc is None else acc + term
+
+
 def combine(maps: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     """Weighted mean of quantised member maps, quantised again.
 
-    The Predictor combines its members with this very function, so an ensemble evaluated from
-    stored OOF maps gives bit-identical probabilities to running the ensemble on the image.
+    The Predictor folds its members in with the same :func:`accumulate` steps, so an ensemble
+    evaluated from stored OOF maps gives bit-identical probabilities to running it on the image.
     """
     total = float(sum(weights))
-    acc = np.zeros(maps[0].shape, dtype=np.float32)
+    acc = None
     for q, w in zip(maps, weights, strict=True):
-        acc += np.float32(w / total) * dequantize(q)
+        acc = accumulate(acc, q, w / total)
     return quantize(acc)
 
 
 def to_original(q: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A quantised model-scale probability map resampled to the original (H, W), as float32."""
     return resize_prob(dequantize(q), shape)
+
+
+# ------------------------------------------------------------------------------ tiles
+
+
+def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets covering ``length`` with tiles of ``tile`` overlapping by ``overlap``;
+    the last tile is aligned to the end so no tile leaves the image."""
+    if length <= tile:
+        return [0]
+    stride = max(1, round(tile * (1.0 - overlap)))
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def blend_window(height: int, width: int, kind: str) -> np.ndarray:
+    """Separable blending weights for a tile, highest in the centre and positive everywhere."""
+
+    def one_d(n: int) -> np.ndarray:
+        i = np.arange(n, dtype=np.float64) + 0.5
+        if kind == "gaussian":
+            sigma = n / 4.0
+            w = np.exp(-0.5 * ((i - n / 2.0) / sigma) ** 2)
+        elif kind == "cosine":
+            w = np.sin(np.pi * i / n) ** 2  # Hann window sampled at pixel centres: never 0
+        elif kind == "flat":
+            w = np.ones(n)
+        else:
+            raise ValueError(f"unknown window {kind!r}")
+        return w / w.max()
+
+    return np.outer(one_d(height), one_d(width)).astype(np.float32)
+
+
+def tiles(shape: tuple[int, int], tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """(y, x, h, w) of every tile; all tiles share one size so they batch together."""
+    h, w = min(tile, shape[0]), min(tile, shape[1])
+    return [
+        (y, x, h, w)
+        for y in tile_starts(shape[0], tile, overlap)
+        for x in tile_starts(shape[1], tile, overlap)
+    ]
+
+
+def dihedral_tensor(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The tensor version of :func:`ftuseg.transforms.dihedral` on the last two axes."""
+    out = torch.rot90(x, k % 4, dims=(-2, -1))
+    return out.transpose(-2, -1) if k >= 4 else out
+
+
+def inverse_dihedral_tensor(x: torch.Tensor, k: int) -> torch.Tensor:
+    if k >= 4:
+        x = x.transpose(-2, -1)
+    return torch.rot90(x, -(k % 4), dims=(-2, -1))
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# ------------------------------------------------------------------------------ predictor
 
 
 @dataclass
@@ -61,35 +170,31 @@ class Member:
     name: str = ""
 
 
+@dataclass
 class Predictor:
     """A weighted ensemble of segmenters working at one physical scale (``um_per_px``)."""
 
-    def __init__(
-        self,
-        members: Sequence[Member],
-        um_per_px: float,
-        device: str | torch.device = "cpu",
-        amp: bool = True,
-    ) -> None:
-        if not members:
+    members: Sequence[Member]
+    um_per_px: float
+    config: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def __post_init__(self) -> None:
+        if not self.members:
             raise ValueError("a Predictor needs at least one member model")
-        total = sum(m.weight for m in members)
+        total = sum(m.weight for m in self.members)
         if total <= 0:
             raise ValueError("member weights must sum to a positive number")
-        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.device = resolve_device(self.config.device)
         self.members = [
-            Member(m.model.to(self.device).eval(), m.weight / total, m.name) for m in members
+            Member(m.model.to(self.device).eval(), m.weight / total, m.name) for m in self.members
         ]
-        self.um_per_px = um_per_px
-        # Mixed precision only where it pays off and is well supported: CUDA.
-        self.amp = amp and self.device.type == "cuda"
+        dtype = PRECISIONS[self.config.precision]
+        # Reduced precision only where it pays off and is well supported: CUDA.
+        self.autocast_dtype = dtype if self.device.type == "cuda" else None
 
     @classmethod
     def from_checkpoints(
-        cls,
-        checkpoints: Sequence[tuple[str | Path, float]],
-        device: str | torch.device = "cpu",
-        amp: bool = True,
+        cls, checkpoints: Sequence[tuple[str | Path, float]], config: InferenceConfig | None = None
     ) -> Predictor:
         """Load ``(checkpoint_dir, weight)`` pairs; all must share one training scale."""
         members, scales = [], set()
@@ -99,25 +204,72 @@ class Predictor:
             scales.add(float(meta["um_per_px"]))
         if len(scales) != 1:
             raise ValueError(f"ensemble members were trained at different scales: {sorted(scales)}")
-        return cls(members, scales.pop(), device=device, amp=amp)
+        return cls(members, scales.pop(), config or InferenceConfig())
+
+    def _forward(self, model: Segmenter, batch: torch.Tensor) -> torch.Tensor:
+        """Mean sigmoid probability over the TTA transforms, back in the input orientation."""
+        prob = None
+        for k in self.config.tta:
+            with torch.autocast(
+                self.device.type, dtype=self.autocast_dtype or torch.float32,
+                enabled=self.autocast_dtype is not None,
+            ):  # fmt: skip
+                logits = model(dihedral_tensor(batch, k))
+            p = inverse_dihedral_tensor(torch.sigmoid(logits.float()), k)
+            prob = p if prob is None else prob + p
+        return prob / len(self.config.tta)
 
     @torch.inference_mode()
+    def predict_member(self, model: Segmenter, image: torch.Tensor) -> np.ndarray:
+        """Blended tiled probability (float32, H×W) of one model on a (3, H, W) image tensor."""
+        cfg = self.config
+        shape = tuple(image.shape[-2:])
+        boxes = tiles(shape, cfg.tile_size, cfg.overlap)
+        window = torch.from_numpy(blend_window(boxes[0][2], boxes[0][3], cfg.window))
+        acc = torch.zeros(shape)
+        norm = torch.zeros(shape)
+        for chunk in _batches(boxes, cfg.batch_size):
+            batch = torch.stack([image[:, y : y + h, x : x + w] for y, x, h, w in chunk])
+            prob = self._forward(model, batch.to(self.device)).cpu()
+            for (y, x, h, w), p in zip(chunk, prob[:, 0], strict=True):
+                acc[y : y + h, x : x + w] += p * window
+                norm[y : y + h, x : x + w] += window
+        return (acc / norm).numpy()
+
     def predict_scaled(self, image: np.ndarray, pixel_size: float) -> np.ndarray:
         """Ensemble probability at the training scale, quantised to uint8."""
-        scaled = to_scale(image, pixel_size, self.um_per_px)
-        x = to_tensor(scaled).unsqueeze(0).to(self.device)
-        maps = []
+        x = to_tensor(to_scale(image, pixel_size, self.um_per_px))
+        acc = None
         for m in self.members:
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                logits = m.model(x)
-            maps.append(quantize(torch.sigmoid(logits.float())[0, 0].cpu().numpy()))
-        return combine(maps, [m.weight for m in self.members])
+            acc = accumulate(acc, quantize(self.predict_member(m.model, x)), m.weight)
+        return quantize(acc)
 
     def predict(self, image: np.ndarray, pixel_size: float) -> np.ndarray:
         """Ensemble probability (float32) at the image's original size."""
         return to_original(self.predict_scaled(image, pixel_size), image.shape[:2])
 
 
+# ------------------------------------------------------------------------------ masks
+
+
 def binarize(prob: np.ndarray, threshold: float) -> np.ndarray:
     """Foreground where the probability is strictly above the threshold."""
     return (prob > threshold).astype(np.uint8)
+
+
+def remove_small_components(mask: np.ndarray, min_pixels: float) -> np.ndarray:
+    """Drop 8-connected components with fewer than ``min_pixels`` pixels."""
+    if min_pixels <= 1:
+        return mask
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_pixels
+    keep[0] = False  # background
+    return keep[labels].astype(np.uint8) if n > 1 else mask
+
+
+def postprocess(
+    prob: np.ndarray, threshold: float, pixel_size: float, min_component_um2: float
+) -> np.ndarray:
+    """Threshold, then remove components smaller than ``min_component_um2`` (µm², physical)."""
+    mask = binarize(prob, threshold)
+    return remove_small_components(mask, min_component_um2 / pixel_size**2)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from .errors import DataError
+from .inference import InferenceConfig
 from .utils import read_yaml
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,6 +35,14 @@ def group(params: dict[str, Any], name: str) -> dict[str, Any]:
     if name not in params or not isinstance(params[name], dict):
         raise DataError(f"params.yaml: missing parameter group {name!r}")
     return params[name]
+
+
+def inference_config(params: dict[str, Any]) -> InferenceConfig:
+    """The ``inference`` group as an :class:`InferenceConfig` (bad values -> DataError)."""
+    try:
+        return InferenceConfig(**group(params, "inference"))
+    except (TypeError, ValueError) as err:
+        raise DataError(f"params.yaml: inference: {err}") from None
 
 
 def stage_main(func: F) -> F:

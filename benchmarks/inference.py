@@ -1,0 +1,133 @@
+"""Inference engine cost: the full engine against a pure model forward on the same tiles.
+
+Baseline ("forward"), measured in the same run: the same tiles, pre-cut and batched, through
+the model and a sigmoid, nothing else. The engine adds tile cutting, blending windows,
+accumulation, quantisation and resampling to the original size. Also reported: megapixels per
+second, how time grows with the image side (goal: linear in pixels), and the peak resident
+memory of predicting a 4500x4500 image (measured in a fresh process).
+
+    python benchmarks/inference.py [--sizes 1500 3000 4500] [--tile 256] [--overlap 0.25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from ftuseg.datasets import to_tensor
+from ftuseg.inference import InferenceConfig, Member, Predictor, tiles
+from ftuseg.models import build_model
+from ftuseg.utils import read_yaml
+
+UM_PER_PX = 1.0  # images are given at the model's scale, so the engine sees N x N pixels
+
+
+def make_predictor(tile: int, overlap: float, batch: int) -> Predictor:
+    torch.manual_seed(0)
+    model_cfg = read_yaml("params.yaml")["models"]["unet"]
+    cfg = InferenceConfig(tile_size=tile, overlap=overlap, batch_size=batch, device="cpu")
+    return Predictor([Member(build_model(model_cfg), 1.0)], UM_PER_PX, cfg)
+
+
+def image(side: int) -> np.ndarray:
+    return np.random.default_rng(side).integers(0, 255, (side, side, 3), dtype=np.uint8)
+
+
+@torch.inference_mode()
+def forward_only(predictor: Predictor, img: np.ndarray) -> float:
+    cfg = predictor.config
+    x = to_tensor(img)
+    boxes = tiles(img.shape[:2], cfg.tile_size, cfg.overlap)
+    batches = [
+        torch.stack([x[:, y : y + h, c : c + w] for y, c, h, w in boxes[i : i + cfg.batch_size]])
+        for i in range(0, len(boxes), cfg.batch_size)
+    ]
+    model = predictor.members[0].model
+    start = time.perf_counter()
+    for b in batches:
+        torch.sigmoid(model(b))
+    return time.perf_counter() - start
+
+
+def engine(predictor: Predictor, img: np.ndarray) -> float:
+    start = time.perf_counter()
+    predictor.predict(img, UM_PER_PX)
+    return time.perf_counter() - start
+
+
+def peak_memory(args: argparse.Namespace, side: int) -> dict[str, float]:
+    """Run in a fresh process: resident-set high-water mark before and after one prediction."""
+    predictor = make_predictor(args.tile, args.overlap, args.batch)
+    img = image(side)
+    predictor.predict(image(64), UM_PER_PX)  # warm-up allocations outside the measurement
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    predictor.predict(img, UM_PER_PX)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "side": side,
+        "peak_mib_before": before,
+        "peak_mib_after": after,
+        "image_mib": img.nbytes / 2**20,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1500, 3000, 4500])
+    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--overlap", type=float, default=0.25)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--memory-side", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+
+    if args.memory_side:
+        print(json.dumps(peak_memory(args, args.memory_side)))
+        return
+
+    predictor = make_predictor(args.tile, args.overlap, args.batch)
+    predictor.predict(image(256), UM_PER_PX)  # warm-up
+    print(f"model: params.yaml models.unet, tile {args.tile}, overlap {args.overlap}, batch {args.batch}, "
+          f"{torch.get_num_threads()} CPU threads")  # fmt: skip
+    print(
+        f"{'side':>6} {'tiles':>6} {'forward s':>10} {'engine s':>9} {'ratio':>6} {'MP/s':>6} {'s/MP':>6}"
+    )
+    per_mp = []
+    for side in args.sizes:
+        img = image(side)
+        t_forward = forward_only(predictor, img)
+        t_engine = engine(predictor, img)
+        mp = side * side / 1e6
+        per_mp.append(t_engine / mp)
+        n_tiles = len(tiles((side, side), args.tile, args.overlap))
+        print(f"{side:>6} {n_tiles:>6} {t_forward:>10.2f} {t_engine:>9.2f} {t_engine / t_forward:>6.3f} "
+              f"{mp / t_engine:>6.3f} {t_engine / mp:>6.2f}")  # fmt: skip
+    print(
+        f"time per megapixel, largest / smallest image: {per_mp[-1] / per_mp[0]:.2f} (1.00 = linear in pixels)"
+    )
+
+    side = max(args.sizes)
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-side", str(side), "--tile", str(args.tile),
+         "--overlap", str(args.overlap), "--batch", str(args.batch)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    mem = json.loads(out.stdout.strip().splitlines()[-1])
+    print(
+        f"peak RSS predicting {side}x{side}: {mem['peak_mib_after']:.0f} MiB "
+        f"(+{mem['peak_mib_after'] - mem['peak_mib_before']:.0f} MiB over the process before; "
+        f"the uint8 image alone is {mem['image_mib']:.0f} MiB)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The inference engine: tiling, blending, TTA, post-processing; and the ensemble search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ftuseg.data import image_path, read_image, read_metadata
+from ftuseg.evaluation import search_weights
+from ftuseg.gallery import FN_COLOUR, FP_COLOUR, TP_COLOUR, overlay
+from ftuseg.inference import (
+    InferenceConfig,
+    Member,
+    Predictor,
+    blend_window,
+    dihedral_tensor,
+    inverse_dihedral_tensor,
+    postprocess,
+    quantize,
+    tile_starts,
+    tiles,
+)
+from ftuseg.metrics import dice
+from ftuseg.models import Segmenter
+from ftuseg.sample import SampleConfig, generate
+
+
+class DarknessDetector(nn.Module):
+    """A fixed local model: logit = k * (local mean darkness - 0.5). Its receptive field
+    (7x7) is far smaller than a tile, so tiling can only differ at image borders."""
+
+    def __init__(self, constant: float | None = None) -> None:
+        super().__init__()
+        self.constant = constant
+        self.pool = nn.AvgPool2d(7, stride=1, padding=3, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.constant is not None:
+            return torch.full_like(x[:, :1], self.constant)
+        darkness = 1.0 - self.pool(x.mean(dim=1, keepdim=True))
+        return 12.0 * (darkness - 0.45)
+
+
+def segmenter(constant: float | None = None) -> Segmenter:
+    # Identity normalisation so the detector sees [0, 1] RGB.
+    return Segmenter(DarknessDetector(constant), stride=1, mean=(0, 0, 0), std=(1, 1, 1))
+
+
+@pytest.fixture(scope="module")
+def tissue(tmp_path_factory):
+    out = tmp_path_factory.mktemp("engine") / "data"
+    generate(out, SampleConfig(train_per_organ=1, test_per_organ=0, field_um=120))
+    row = read_metadata(out / "train.csv", "train").iloc[0]
+    return read_image(image_path(out, "train", row.id))
+
+
+def test_tile_grid_covers_the_image_without_leaving_it():
+    assert tile_starts(100, 256, 0.25) == [0]
+    starts = tile_starts(1000, 256, 0.25)
+    assert starts[0] == 0 and starts[-1] == 1000 - 256
+    assert all(b - a <= 192 for a, b in zip(starts, starts[1:], strict=False))
+    boxes = tiles((300, 90), 128, 0.5)
+    assert {(h, w) for _, _, h, w in boxes} == {(128, 90)}
+    covered = np.zeros((300, 90), bool)
+    for y, x, h, w in boxes:
+        covered[y : y + h, x : x + w] = True
+    assert covered.all()
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "cosine", "flat"])
+def test_blend_windows_are_positive_and_peak_in_the_centre(kind):
+    w = blend_window(64, 48, kind)
+    assert w.shape == (64, 48) and (w > 0).all()
+    assert w.max() == pytest.approx(1.0)
+    assert w[32, 24] == pytest.approx(w.max(), rel=1e-2)
+
+
+@pytest.mark.parametrize("window", ["gaussian", "cosine", "flat"])
+def test_blending_weights_normalise_at_seams(window):
+    """A constant model must give the same constant everywhere, seams and corners included."""
+    cfg = InferenceConfig(tile_size=32, overlap=0.4, window=window, batch_size=3)
+    predictor = Predictor([Member(segmenter(constant=0.7), 1.0)], 1.0, cfg)
+    prob = predictor.predict_member(predictor.members[0].model, torch.rand(3, 101, 77))
+    np.testing.assert_allclose(prob, 1 / (1 + np.exp(-0.7)), rtol=1e-6)
+
+
+def test_tiled_inference_agrees_with_whole_image_inference(tissue):
+    whole = Predictor([Member(segmenter(), 1.0)], 0.4, InferenceConfig(tile_size=4096))
+    tiled = Predictor([Member(segmenter(), 1.0)], 0.4, InferenceConfig(tile_size=64, overlap=0.25))
+    assert len(tiles(tissue.shape[:2], 64, 0.25)) > 16
+    a = whole.predict(tissue, 0.4) > 0.5
+    b = tiled.predict(tissue, 0.4) > 0.5
+    assert a.any() and not a.all()
+    assert dice(a, b) >= 0.99
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_tta_inverse_transforms_are_exact(k):
+    x = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).reshape(2, 3, 5, 7)
+    assert torch.equal(inverse_dihedral_tensor(dihedral_tensor(x, k), k), x)
+
+
+def test_tta_of_an_equivariant_model_changes_nothing(tissue):
+    plain = Predictor([Member(segmenter(), 1.0)], 0.4, InferenceConfig(tile_size=64))
+    tta = Predictor(
+        [Member(segmenter(), 1.0)], 0.4, InferenceConfig(tile_size=64, tta=tuple(range(8)))
+    )
+    image = tissue[:150, :130]
+    np.testing.assert_array_equal(plain.predict_scaled(image, 0.4), tta.predict_scaled(image, 0.4))
+
+
+def test_bad_engine_settings_are_refused():
+    for bad in (
+        {"overlap": 1.0},
+        {"window": "box"},
+        {"tta": (9,)},
+        {"tta": ()},
+        {"precision": "int8"},
+    ):
+        with pytest.raises(ValueError, match="inference"):
+            InferenceConfig(**bad)
+
+
+def test_small_components_are_removed_by_physical_area():
+    prob = np.zeros((40, 40), np.float32)
+    prob[2:4, 2:4] = 0.9  # 4 px
+    prob[10:30, 10:30] = 0.9  # 400 px
+    kept = postprocess(prob, 0.5, pixel_size=0.5, min_component_um2=5.0)  # 5 µm² = 20 px
+    assert kept[2:4, 2:4].sum() == 0 and kept[10:30, 10:30].all()
+    assert postprocess(prob, 0.5, 0.5, 0.0).sum() == 404
+
+
+def test_weight_search_finds_a_planted_optimum():
+    """Model 0 separates FTU from background by a margin; models 1 and 2 are independent noise
+    that destroys the margin when mixed in. Only (nearly) all weight on model 0 scores 1.0."""
+    rng = np.random.default_rng(0)
+    maps, truths, organs = [], [], []
+    for i in range(12):
+        truth = np.zeros((32, 32), np.uint8)
+        y, x = rng.integers(4, 20, 2)
+        truth[y : y + 10, x : x + 10] = 1
+        good = np.where(truth, 0.55, 0.35) + rng.uniform(-0.05, 0.05, truth.shape)
+        maps.append(
+            [quantize(good), quantize(rng.random(truth.shape)), quantize(rng.random(truth.shape))]
+        )
+        truths.append(truth)
+        organs.append("kidney" if i % 2 else "lung")
+    weights, score = search_weights(maps, truths, organs, grid=np.arange(0.1, 0.91, 0.05))
+    assert weights[0] > 0.9
+    assert score == pytest.approx(1.0)
+
+
+def test_gallery_overlay_colours_follow_the_writeup():
+    image = np.full((1, 4, 3), 100, np.uint8)
+    truth = np.array([[1, 1, 0, 0]])
+    pred = np.array([[1, 0, 1, 0]])
+    out = overlay(image, truth, pred, alpha=1.0)
+    assert tuple(out[0, 0]) == TP_COLOUR and tuple(out[0, 1]) == FN_COLOUR
+    assert tuple(out[0, 2]) == FP_COLOUR and tuple(out[0, 3]) == (100, 100, 100)
