@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
-from .datasets import to_tensor
 from .models import Segmenter
 from .scale import resize_prob, to_scale
 
@@ -68,8 +67,9 @@ class InferenceConfig:
 
 
 def quantize(prob: np.ndarray) -> np.ndarray:
-    """Probability in [0, 1] -> uint8 (0..255), rounding to nearest."""
-    return np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)
+    """Probability in [0, 1] -> uint8 (0..255), rounding to nearest (float32 throughout)."""
+    scaled = np.multiply(prob, np.float32(255.0), dtype=np.float32)
+    return np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled).astype(np.uint8)
 
 
 def dequantize(q: np.ndarray) -> np.ndarray:
@@ -221,7 +221,11 @@ class Predictor:
 
     @torch.inference_mode()
     def predict_member(self, model: Segmenter, image: torch.Tensor) -> np.ndarray:
-        """Blended tiled probability (float32, H×W) of one model on a (3, H, W) image tensor."""
+        """Blended tiled probability (float32, H×W) of one model on a (3, H, W) image tensor.
+
+        ``image`` may be uint8 (0..255) or float (0..1); tiles are converted batch by batch, so
+        the whole image never exists as floats.
+        """
         cfg = self.config
         shape = tuple(image.shape[-2:])
         boxes = tiles(shape, cfg.tile_size, cfg.overlap)
@@ -229,16 +233,19 @@ class Predictor:
         acc = torch.zeros(shape)
         norm = torch.zeros(shape)
         for chunk in _batches(boxes, cfg.batch_size):
-            batch = torch.stack([image[:, y : y + h, x : x + w] for y, x, h, w in chunk])
-            prob = self._forward(model, batch.to(self.device)).cpu()
+            batch = torch.stack([image[:, y : y + h, x : x + w] for y, x, h, w in chunk]).to(self.device)
+            if batch.dtype == torch.uint8:
+                batch = batch.float().div_(255.0)
+            prob = self._forward(model, batch).cpu()
             for (y, x, h, w), p in zip(chunk, prob[:, 0], strict=True):
                 acc[y : y + h, x : x + w] += p * window
                 norm[y : y + h, x : x + w] += window
-        return (acc / norm).numpy()
+        return acc.div_(norm).numpy()
 
     def predict_scaled(self, image: np.ndarray, pixel_size: float) -> np.ndarray:
         """Ensemble probability at the training scale, quantised to uint8."""
-        x = to_tensor(to_scale(image, pixel_size, self.um_per_px))
+        # A (3, H, W) uint8 view of the resampled image: no float copy of the whole image.
+        x = torch.from_numpy(to_scale(image, pixel_size, self.um_per_px)).permute(2, 0, 1)
         acc = None
         for m in self.members:
             acc = accumulate(acc, quantize(self.predict_member(m.model, x)), m.weight)
