@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -40,7 +41,7 @@ def ran_stages(output: str) -> set[str]:
 def repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("e2e") / "repo"
     repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml"):
+    for name in ("dvc.yaml", "params.yaml", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, repo / name)
     for name in ("stages", "src", "profiles"):
         shutil.copytree(
@@ -50,6 +51,7 @@ def repo(tmp_path_factory) -> Path:
     sh("git", "config", "user.email", "ci@example.com", cwd=repo)
     sh("git", "config", "user.name", "ci", cwd=repo)
     dvc("init", "-q", cwd=repo)
+    shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")
     sh(sys.executable, "-m", "ftuseg.cli", "profile", "tiny", cwd=repo)
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "tiny profile", cwd=repo)
@@ -63,7 +65,7 @@ def first_run(repo) -> str:
 
 def test_repro_runs_every_stage(first_run):
     assert ran_stages(first_run) == {
-        "sample", "prepare", "train@unet-0", "train@unet-1", "oof", "ensemble", "submit"
+        "sample", "prepare", "train@unet-0", "train@unet-1", "oof", "ensemble", "submit", "kernel"
     }  # fmt: skip
 
 
@@ -118,5 +120,152 @@ def test_changing_a_training_param_reruns_only_what_depends_on_it(repo, first_ru
     params["train"]["lr"] = params["train"]["lr"] / 2
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc("repro", cwd=repo)
-    assert ran_stages(out) == {"train@unet-0", "train@unet-1", "oof", "ensemble", "submit"}
+    assert ran_stages(out) == {
+        "train@unet-0",
+        "train@unet-1",
+        "oof",
+        "ensemble",
+        "submit",
+        "kernel",
+    }
     assert "Stage 'sample' didn't change" in out and "Stage 'prepare' didn't change" in out
+
+
+# ------------------------------------------------------------------------------ Kaggle kernel
+
+
+def test_kernel_folder_is_ready_to_push(repo, first_run):
+    kernel = repo / "kaggle_kernel"
+    meta = json.loads((kernel / "kernel-metadata.json").read_text())
+    assert meta["enable_internet"] is False and meta["is_private"] is True
+    assert meta["competition_sources"] == ["hubmap-organ-segmentation"]
+    assert meta["dataset_sources"] == [
+        json.loads((kernel / "dataset/dataset-metadata.json").read_text())["id"]
+    ]
+    assert (kernel / meta["code_file"]).is_file()
+    manifest = json.loads((kernel / "dataset/ftuseg-bundle.json").read_text())
+    assert len(manifest["members"]) == 2  # 1 model x 2 folds
+    assert any(w.startswith("ftuseg-") for w in manifest["wheels"])
+    assert list((kernel / "dataset/models").rglob("*.safetensors"))
+    runtime = json.loads((repo / "metrics/kernel.json").read_text())
+    assert runtime["seconds_per_megapixel_model_scale"] >= 0
+    assert runtime["projected_total_hours"] > 0 and runtime["limit_hours"] == 9
+    assert sum(g["count"] for g in runtime["projection"]) == pytest.approx(529)
+
+
+def test_packaged_kernel_runs_offline_and_matches_the_pipeline(repo, first_run, tmp_path):
+    """The kernel as Kaggle runs it: inputs under an input root, a fresh environment whose only
+    ftuseg is the bundled wheel, pip with no network; same submission as `dvc repro`."""
+    data = repo / "data/sample"
+    comp = tmp_path / "input/competitions/hubmap-organ-segmentation"
+    (comp / "test_images").mkdir(parents=True)
+    shutil.copy(data / "test.csv", comp / "test.csv")
+    for image in (data / "test_images").iterdir():
+        shutil.copy(image, comp / "test_images" / image.name)
+    shutil.copytree(
+        repo / "kaggle_kernel/dataset", tmp_path / "input/datasets/someone/ftuseg-models"
+    )
+    working = tmp_path / "working"
+    working.mkdir()
+
+    env_dir = tmp_path / "kaggle-image"
+    sh(sys.executable, "-m", "venv", str(env_dir), cwd=tmp_path)
+    py = env_dir / "bin/python"
+    site = sh(
+        str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path
+    ).stdout.strip()
+    # The Kaggle image's preinstalled libraries (torch, timm, smp, opencv...): the project
+    # environment's site-packages as a plain path, so its ftuseg (an editable hook) is not active.
+    deps = sh(
+        sys.executable,
+        "-c",
+        "import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))",
+        cwd=tmp_path,
+    )
+    (Path(site) / "kaggle_image.pth").write_text(deps.stdout.strip() + "\n")
+    offline = {
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_NO_INDEX": "1",
+        "http_proxy": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+        "FTUSEG_KAGGLE_INPUT": str(tmp_path / "input"),
+        "FTUSEG_KAGGLE_WORKING": str(working),
+    }
+    result = subprocess.run(
+        [str(py), str(repo / "kaggle_kernel/ftuseg_kernel.py")],
+        cwd=working, env={**os.environ, **offline}, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = result.stdout + result.stderr
+    assert f"imported from {working / 'ftuseg-packages'}" in log
+    assert log.count("s/MP") == 5  # runtime logged per test image
+    kernel_sub = (working / "submission.csv").read_text()
+    assert kernel_sub == (repo / "submission.csv").read_text()
+
+
+def test_kaggle_cli_calls_and_no_credential_leaks(repo, first_run, tmp_path):
+    secret, file_secret = "KEY-7f3a9c1e5b", "FILEKEY-2d8e6b4a90"
+    home = tmp_path / "home"
+    (home / ".kaggle").mkdir(parents=True)
+    (home / ".kaggle/kaggle.json").write_text(json.dumps({"username": "alice", "key": file_secret}))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.log"
+    fake = bin_dir / "kaggle"
+    fake.write_text(
+        "#!/usr/bin/env python3\n"
+        "import sys, zipfile, pathlib\n"
+        f"open({str(calls)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+        "a = sys.argv[1:]\n"
+        "if a[:2] == ['competitions', 'download']:\n"
+        "    d = pathlib.Path(a[a.index('-p') + 1])\n"
+        "    with zipfile.ZipFile(d / 'hubmap-organ-segmentation.zip', 'w') as z:\n"
+        "        z.writestr('test.csv', 'id,organ\\n')\n"
+        "if a[:2] == ['datasets', 'status']:\n"
+        "    sys.exit(1)\n"
+    )
+    fake.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(home),
+        "KAGGLE_USERNAME": "alice",
+        "KAGGLE_KEY": secret,
+    }
+    env.pop("KAGGLE_CONFIG_DIR", None)
+
+    def cli(*args: str, cwd: Path = repo) -> str:
+        r = subprocess.run(
+            [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout + r.stderr
+
+    rebuilt = tmp_path / "kernel"
+    logs = cli(
+        "stages/kernel.py", "--out", str(rebuilt), "--metrics", str(tmp_path / "kernel.json")
+    )
+    logs += cli("-m", "ftuseg.cli", "kaggle", "download", "--dest", str(tmp_path / "raw"))
+    logs += cli("-m", "ftuseg.cli", "kaggle", "push", "--kernel-dir", str(rebuilt), "-m", "v2")
+    dry = cli(
+        "-m", "ftuseg.cli", "kaggle", "push", "--kernel-dir", str(rebuilt), "--dry-run", "--version"
+    )
+    assert (tmp_path / "raw/test.csv").is_file() and not (
+        tmp_path / "raw/hubmap-organ-segmentation.zip"
+    ).exists()
+    assert calls.read_text().splitlines() == [
+        f"competitions download -c hubmap-organ-segmentation -p {tmp_path / 'raw'}",
+        "datasets status your-kaggle-username/ftuseg-hubmap-models",
+        f"datasets create -p {rebuilt / 'dataset'} -r zip",
+        f"kernels push -p {rebuilt}",
+    ]
+    assert f"$ kaggle datasets version -p {rebuilt / 'dataset'} -r zip -m 'ftuseg update'" in dry
+    for text in (logs, dry):
+        assert secret not in text and file_secret not in text
+    for path in [*rebuilt.rglob("*"), tmp_path / "kernel.json"]:
+        if path.is_file():
+            data = path.read_bytes()
+            if path.suffix == ".whl":
+                with zipfile.ZipFile(path) as z:
+                    data = b"".join(z.read(n) for n in z.namelist())
+            assert secret.encode() not in data and file_secret.encode() not in data, path

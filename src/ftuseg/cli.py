@@ -7,12 +7,17 @@ from typing import Any
 
 import typer
 
+from . import kaggle as kaggle_lib
 from .data import image_path, read_image, read_metadata
 from .errors import DataError
 from .stage import stage_main
 from .utils import read_yaml, write_yaml
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+kaggle_app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Kaggle data download and kernel push."
+)
+app.add_typer(kaggle_app, name="kaggle")
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +56,34 @@ def check_data(raw_dir: Path = typer.Argument(Path("data/raw"))) -> None:
         for row in meta.itertuples(index=False):
             read_image(image_path(raw_dir, split, row.id), (row.img_height, row.img_width))
         typer.echo(f"{split}: {len(meta)} rows and images OK")
+
+
+@kaggle_app.command("download")
+@stage_main
+def kaggle_download(
+    dest: Path = typer.Option(Path("data/raw"), help="where the competition data is unzipped"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the commands, run nothing"),
+) -> None:
+    """Download and unzip the competition data (uses your own kaggle credentials)."""
+    kaggle_lib.download_competition(dest, dry_run=dry_run)
+
+
+@kaggle_app.command("push")
+@stage_main
+def kaggle_push(
+    kernel_dir: Path = typer.Option(
+        Path("kaggle_kernel"), help="the folder the kernel stage built"
+    ),
+    message: str = typer.Option("ftuseg update", "-m", "--message", help="dataset version message"),
+    create: bool | None = typer.Option(
+        None,
+        "--create/--version",
+        help="create the model dataset, or add a version (default: ask Kaggle)",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the commands, run nothing"),
+) -> None:
+    """Version (or create) the model dataset, then push the kernel."""
+    kaggle_lib.push(kernel_dir, message, dry_run=dry_run, create=create)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Dice per image at the original resolution, averaged over images.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -363,6 +364,42 @@ def ensemble_members(
     ]
 
 
+def predict_test(
+    test: pd.DataFrame,
+    images_dir: str | Path,
+    predictor: Predictor,
+    config: EnsembleConfig,
+    on_image: Callable[[Any, float], None] | None = None,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Predict every row of a validated ``test.csv``: the one loop the submit stage and the Kaggle
+    kernel share. Returns the submission (id, rle) and the masks; ``on_image(row, seconds)`` is
+    called after each image (the kernel logs its runtime with it)."""
+    if abs(predictor.um_per_px - config.um_per_px) > 1e-9:
+        raise DataError(
+            f"ensemble config says {config.um_per_px} µm/px but the checkpoints were trained at "
+            f"{predictor.um_per_px} µm/px"
+        )
+    rows, masks = [], {}
+    min_um2 = predictor.config.min_component_um2
+    for row in track(list(test.itertuples(index=False)), description="predict test images"):
+        started = time.perf_counter()
+        img = read_image(Path(images_dir) / f"{row.id}.tiff", (row.img_height, row.img_width))
+        prob = predictor.predict(img, row.pixel_size)
+        pred = postprocess(
+            prob, config.threshold(row.organ, row.data_source), row.pixel_size, min_um2
+        )
+        masks[row.id] = pred
+        rows.append({"id": row.id, "rle": rle.encode(pred)})
+        if on_image is not None:
+            on_image(row, time.perf_counter() - started)
+    return pd.DataFrame(rows, columns=["id", "rle"]), masks
+
+
+def write_submission(path: str | Path, submission: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        submission.to_csv(tmp, index=False)
+
+
 def make_submission(
     raw_dir: str | Path,
     models_dir: str | Path,
@@ -372,30 +409,11 @@ def make_submission(
     inference: InferenceConfig | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Write ``submission.csv`` (id, rle) for ``test.csv``; score it when test labels exist."""
-    inference = inference or InferenceConfig()
     raw_dir = Path(raw_dir)
     test = read_metadata(raw_dir / "test.csv", "test")
     predictor = Predictor.from_checkpoints(ensemble_members(models_dir, config, folds), inference)
-    if abs(predictor.um_per_px - config.um_per_px) > 1e-9:
-        raise DataError(
-            f"ensemble config says {config.um_per_px} µm/px but the checkpoints were trained at "
-            f"{predictor.um_per_px} µm/px"
-        )
-    rows, masks = [], {}
-    for row in track(list(test.itertuples(index=False)), description="submit: predict test images"):
-        img = read_image(image_path(raw_dir, "test", row.id), (row.img_height, row.img_width))
-        prob = predictor.predict(img, row.pixel_size)
-        pred = postprocess(
-            prob,
-            config.threshold(row.organ, row.data_source),
-            row.pixel_size,
-            inference.min_component_um2,
-        )
-        masks[row.id] = pred
-        rows.append({"id": row.id, "rle": rle.encode(pred)})
-    submission = pd.DataFrame(rows, columns=["id", "rle"])
-    with atomic_path(out_csv) as tmp:
-        submission.to_csv(tmp, index=False)
+    submission, masks = predict_test(test, raw_dir / "test_images", predictor, config)
+    write_submission(out_csv, submission)
 
     labels_path = raw_dir / "test_labels.csv"
     if not labels_path.is_file():

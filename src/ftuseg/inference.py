@@ -233,7 +233,9 @@ class Predictor:
         acc = torch.zeros(shape)
         norm = torch.zeros(shape)
         for chunk in _batches(boxes, cfg.batch_size):
-            batch = torch.stack([image[:, y : y + h, x : x + w] for y, x, h, w in chunk]).to(self.device)
+            batch = torch.stack([image[:, y : y + h, x : x + w] for y, x, h, w in chunk]).to(
+                self.device
+            )
             if batch.dtype == torch.uint8:
                 batch = batch.float().div_(255.0)
             prob = self._forward(model, batch).cpu()

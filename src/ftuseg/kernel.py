@@ -1,0 +1,90 @@
+"""What runs inside the offline Kaggle kernel (shipped in the ftuseg wheel).
+
+The kernel script (``kaggle_kernel/ftuseg_kernel.py``) installs the bundled wheels and calls
+:func:`run`, which finds the competition data and the model bundle by glob under the input root
+(Kaggle has changed its mount paths over time), predicts ``test.csv`` with the same engine and
+loop as the pipeline's submit stage, writes ``submission.csv`` and logs the runtime per image.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import __version__
+from .data import read_metadata
+from .errors import DataError
+from .evaluation import EnsembleConfig, predict_test, write_submission
+from .inference import InferenceConfig, Predictor
+from .utils import read_json, read_yaml
+
+log = logging.getLogger("ftuseg.kernel")
+
+BUNDLE_MARKER = "ftuseg-bundle.json"
+ENSEMBLE_NAME = "ensemble.yaml"
+INFERENCE_NAME = "inference.yaml"
+
+
+def find_bundle(input_root: str | Path) -> Path:
+    """The model dataset folder: the one holding ``ftuseg-bundle.json``."""
+    hits = sorted(Path(input_root).rglob(BUNDLE_MARKER))
+    if not hits:
+        raise DataError(f"{input_root}: no {BUNDLE_MARKER} found (is the model dataset attached?)")
+    if len(hits) > 1:
+        log.warning("several model bundles under %s; using %s", input_root, hits[0].parent)
+    return hits[0].parent
+
+
+def find_competition(input_root: str | Path) -> Path:
+    """The competition folder: the one holding ``test.csv`` next to ``test_images/``."""
+    hits = sorted(
+        p.parent for p in Path(input_root).rglob("test.csv") if (p.parent / "test_images").is_dir()
+    )
+    if not hits:
+        raise DataError(f"{input_root}: no test.csv with a test_images/ folder beside it")
+    return hits[0]
+
+
+def load_bundle(bundle: str | Path) -> tuple[Predictor, EnsembleConfig, dict[str, Any]]:
+    bundle = Path(bundle)
+    manifest = read_json(bundle / BUNDLE_MARKER)
+    config = EnsembleConfig.load(bundle / ENSEMBLE_NAME)
+    inference = InferenceConfig(**read_yaml(bundle / INFERENCE_NAME))
+    members = [(bundle / m["path"], float(m["weight"])) for m in manifest["members"]]
+    return Predictor.from_checkpoints(members, inference), config, manifest
+
+
+def run(input_root: str | Path, working_dir: str | Path) -> pd.DataFrame:
+    """Predict the competition's test set; writes ``working_dir/submission.csv``."""
+    started = time.perf_counter()
+    log.info("ftuseg %s imported from %s", __version__, Path(__file__).resolve().parents[1])
+    bundle, competition = find_bundle(input_root), find_competition(input_root)
+    log.info("model bundle: %s", bundle)
+    log.info("competition data: %s", competition)
+    predictor, config, manifest = load_bundle(bundle)
+    log.info(
+        "ensemble: %d member checkpoints, %.3g µm/px, device %s",
+        len(manifest["members"]),
+        config.um_per_px,
+        predictor.device,
+    )
+    test = read_metadata(competition / "test.csv", "test")
+
+    def report(row: Any, seconds: float) -> None:
+        megapixels = row.img_height * row.img_width / 1e6
+        log.info(
+            "image %s (%s, %dx%d, %.3g µm/px): %.2f s, %.2f s/MP",
+            row.id, row.organ, row.img_height, row.img_width, row.pixel_size, seconds, seconds / megapixels,
+        )  # fmt: skip
+
+    submission, _ = predict_test(
+        test, competition / "test_images", predictor, config, on_image=report
+    )
+    out = Path(working_dir) / "submission.csv"
+    write_submission(out, submission)
+    log.info("wrote %s (%d rows) in %.1f s", out, len(submission), time.perf_counter() - started)
+    return submission
