@@ -38,7 +38,7 @@ def main(
     runtime = measure_runtime(out / DATASET_DIR)
     write_json(metrics, runtime)
     typer.echo(
-        f"kernel: {runtime['seconds_per_megapixel_model_scale']} s/MP at model scale on {runtime['device']}; "
+        f"kernel: {runtime['seconds_per_megapixel']} s/MP on {runtime['device']}; "
         f"projected {runtime['projected_total_hours']} h for the ~550 test images "
         f"(limit {runtime['limit_hours']:.0f} h, fits: {runtime['fits_limit']})"
     )
