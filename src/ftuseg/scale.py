@@ -17,30 +17,29 @@ def scaled_shape(shape: tuple[int, int], pixel_size: float, target_um: float) ->
     return max(1, round(shape[0] * factor)), max(1, round(shape[1] * factor))
 
 
+def _resize(arr: np.ndarray, shape: tuple[int, int], down: int, up: int) -> np.ndarray:
+    """Resize to ``shape`` (H, W) with ``down`` interpolation when shrinking, ``up`` otherwise."""
+    if tuple(arr.shape[:2]) == tuple(shape):
+        return arr
+    shrinking = shape[0] * shape[1] < arr.shape[0] * arr.shape[1]
+    return cv2.resize(arr, (shape[1], shape[0]), interpolation=down if shrinking else up)
+
+
 def resize_image(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Resize an (H, W, C) uint8 image: area averaging down (no aliasing), cubic up."""
-    if tuple(img.shape[:2]) == tuple(shape):
-        return img
-    down = shape[0] * shape[1] < img.shape[0] * img.shape[1]
-    interp = cv2.INTER_AREA if down else cv2.INTER_CUBIC
-    return cv2.resize(img, (shape[1], shape[0]), interpolation=interp)
+    return _resize(img, shape, cv2.INTER_AREA, cv2.INTER_CUBIC)
+
+
+def resize_prob(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a float probability map (area averaging down, bilinear up)."""
+    return _resize(prob, shape, cv2.INTER_AREA, cv2.INTER_LINEAR)
 
 
 def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Resize a 0/1 mask by resampling its coverage and keeping pixels that are at least half in."""
     if tuple(mask.shape[:2]) == tuple(shape):
         return mask.astype(np.uint8, copy=False)
-    prob = resize_prob(mask.astype(np.float32), shape)
-    return (prob >= 0.5).astype(np.uint8)
-
-
-def resize_prob(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize a float probability map (area averaging down, bilinear up)."""
-    if tuple(prob.shape[:2]) == tuple(shape):
-        return prob
-    down = shape[0] * shape[1] < prob.shape[0] * prob.shape[1]
-    interp = cv2.INTER_AREA if down else cv2.INTER_LINEAR
-    return cv2.resize(prob, (shape[1], shape[0]), interpolation=interp)
+    return (resize_prob(mask.astype(np.float32), shape) >= 0.5).astype(np.uint8)
 
 
 def to_scale(img: np.ndarray, pixel_size: float, target_um: float) -> np.ndarray:
