@@ -20,6 +20,7 @@ def main(
     prepared: Path = Path("data/prepared"),
     models_dir: Path = Path("models"),
     logs_dir: Path = Path("logs/train"),
+    state_root: Path = Path("checkpoints"),
     params: Path = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
@@ -37,6 +38,7 @@ def main(
         um_per_px=float(group(p, "prepare")["um_per_px"]),
         out_dir=checkpoint_dir(models_dir, model, fold),
         live_dir=logs_dir / model / f"fold{fold}",
+        state_dir=state_root / model / f"fold{fold}",
     )
     typer.echo(f"train {model} fold {fold}: {summary}")
 

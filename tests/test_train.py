@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
+import torch
 
+from ftuseg.models import build_model
 from ftuseg.prepare import PrepareConfig, prepare
+from ftuseg.resume import TrainingState, save_state
 from ftuseg.sample import SampleConfig, generate
 from ftuseg.train import TrainConfig, train_fold
 
@@ -63,3 +72,79 @@ def test_best_epoch_is_kept_and_curves_are_logged(first):
     assert not set(meta["train_ids"]) & set(meta["val_ids"])
     metrics = json.loads((tmp_path / "live/metrics.json").read_text())
     assert metrics["best_epoch"] == meta["epoch"]
+
+
+RESUME_CFG = TrainConfig(
+    epochs=6, batch_size=4, crop_size=64, samples_per_image=16, threads=2, lr=3e-3
+)
+
+
+def test_training_killed_mid_run_resumes_to_identical_weights_and_logs(prepared, tmp_path):
+    ref = tmp_path / "ref"
+    train_fold(
+        prepared, "unet", MODEL, 0, RESUME_CFG, 3.0, ref / "ckpt", ref / "live", ref / "state"
+    )
+
+    run = tmp_path / "run"
+    args = (
+        str(prepared),
+        "unet",
+        MODEL,
+        0,
+        RESUME_CFG.__dict__,
+        3.0,
+        str(run / "ckpt"),
+        str(run / "live"),
+    )
+    script = (
+        "import json, sys\n"
+        "from ftuseg.train import TrainConfig, train_fold\n"
+        "p, name, model, fold, cfg, um, ckpt, live = json.loads(sys.argv[1])\n"
+        f"train_fold(p, name, model, fold, TrainConfig(**cfg), um, ckpt, live, {str(run / 'state')!r})\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    state_file = run / "state" / "state.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state_file.is_file() and json.loads(state_file.read_text())["epoch"] >= 2:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = json.loads(state_file.read_text())["epoch"]
+    assert 2 <= killed_at < RESUME_CFG.epochs
+
+    # As `dvc repro` does: the stage's ordinary outputs are cleared, the persisted state is kept.
+    shutil.rmtree(run / "ckpt", ignore_errors=True)
+    shutil.rmtree(run / "live", ignore_errors=True)
+    summary = train_fold(
+        prepared, "unet", MODEL, 0, RESUME_CFG, 3.0, run / "ckpt", run / "live", run / "state"
+    )
+    assert summary["resumed_from_epoch"] >= killed_at
+
+    for rel in ("ckpt/model.safetensors", "ckpt/model.json", "live/metrics.json",
+                "live/plots/metrics/train/loss.tsv", "live/plots/metrics/val/dice.tsv"):  # fmt: skip
+        assert (run / rel).read_bytes() == (ref / rel).read_bytes(), rel
+    final = json.loads(state_file.read_text())
+    assert final["complete"] and final["epoch"] == RESUME_CFG.epochs
+    assert not (run / "state/state.safetensors").exists()
+
+
+def test_changed_params_never_resume_a_stale_state(prepared, tmp_path):
+    state = tmp_path / "state"
+    short = TrainConfig(**{**RESUME_CFG.__dict__, "epochs": 3, "samples_per_image": 2})
+    train_fold(prepared, "unet", MODEL, 0, short, 3.0, tmp_path / "a", tmp_path / "la", state)
+    # Plant the state of an unfinished run with other params: it must be ignored.
+    model = build_model(MODEL)
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_state(state, TrainingState("some-other-run", epoch=2), model, optimizer, None)
+    other = TrainConfig(**{**short.__dict__, "lr": 1e-3})
+    summary = train_fold(
+        prepared, "unet", MODEL, 0, other, 3.0, tmp_path / "b", tmp_path / "lb", state
+    )
+    assert summary["resumed_from_epoch"] == 0 and summary["epochs_run"] == 3

@@ -27,6 +27,7 @@ from .losses import SegmentationLoss
 from .metrics import dice
 from .models import Segmenter, build_model
 from .prepare import load_prepared, read_index
+from .resume import TrainingState, fingerprint, load_state, mark_complete, restore, save_state
 from .utils import seed_everything
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch; 0 = all cores
     device: str = "auto"
     amp: bool = True
+    resume: bool = True  # continue an interrupted run from its persisted state
 
 
 @torch.inference_mode()
@@ -76,8 +78,14 @@ def train_fold(
     um_per_px: float,
     out_dir: str | Path,
     live_dir: str | Path,
+    state_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train ``model_name`` on all folds but ``fold``, validate on ``fold``; returns a summary."""
+    """Train ``model_name`` on all folds but ``fold``, validate on ``fold``; returns a summary.
+
+    With ``state_dir`` (and ``cfg.resume``), the state after every epoch is persisted there and a
+    run killed part-way continues from its last completed epoch, ending with the same weights
+    and logs as an uninterrupted run (see :mod:`ftuseg.resume`).
+    """
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -96,12 +104,13 @@ def train_fold(
     dataset = CropDataset(
         prepared_dir, train_ids, cfg.crop_size, cfg.samples_per_image, cfg.ftu_crop_prob, seed=seed
     )
+    order = torch.Generator()
     loader = DataLoader(
         dataset,
         batch_size=cfg.batch_size,
         shuffle=True,
         num_workers=cfg.num_workers,
-        generator=torch.Generator().manual_seed(seed),
+        generator=order,
         drop_last=len(dataset) > cfg.batch_size,
     )
     val_items = [load_prepared(prepared_dir, i) for i in val_ids]
@@ -121,10 +130,59 @@ def train_fold(
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
-    best = {"val_dice": -1.0, "epoch": -1}
-    stale = 0
-    step = 0
+    # Everything that determines the run; the execution knobs (threads, workers, resume) do not.
+    run_id = fingerprint(
+        {
+            "model": model_name,
+            "model_cfg": model_cfg,
+            "cfg": {
+                k: v
+                for k, v in asdict(cfg).items()
+                if k not in ("threads", "num_workers", "resume")
+            },
+            "um_per_px": um_per_px,
+            "fold": fold,
+            "train_ids": train_ids,
+            "val_ids": val_ids,
+        }
+    )
+    state = TrainingState(run_id)
+    best_weights = None
+    resumed = load_state(state_dir, run_id) if (state_dir and cfg.resume) else None
+    if resumed is not None:
+        state, tensors, optim_scalars = resumed
+        best_weights = restore(tensors, optim_scalars, model, optimizer)
+        log.info(
+            "resuming %s fold %d after epoch %d (best %d)",
+            model_name,
+            fold,
+            state.epoch,
+            state.best_epoch,
+        )
+
+    resumed_from = state.epoch
+
+    def checkpoint_meta(epoch: int, val_dice: float) -> dict[str, Any]:
+        return {
+            "name": model_name,
+            "model_cfg": model_cfg,
+            "um_per_px": um_per_px,
+            "fold": fold,
+            "epoch": epoch,
+            "val_dice": round(val_dice, 5),
+            "train_ids": train_ids,
+            "val_ids": val_ids,
+        }
+
+    if resumed is not None and best_weights is not None:
+        # The killed run's checkpoint folder is gone (DVC clears outputs); re-emit the best one.
+        current = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(best_weights)
+        save_checkpoint(out_dir, model, checkpoint_meta(state.best_epoch, state.best_val_dice))
+        model.load_state_dict(current)
+
     started = time.perf_counter()
+    stopped_early = False
     with (
         Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live,
         Progress(
@@ -138,10 +196,22 @@ def train_fold(
         ) as progress,
     ):
         live.log_params({"model": model_name, "fold": fold, **asdict(cfg)})
-        task = progress.add_task("train", total=steps, epoch=0, loss=math.nan, dice=math.nan)
-        for epoch in range(cfg.epochs):
+        for logged in state.history:  # replay the epochs a killed run already logged
+            for name, value in logged.items():
+                live.log_metric(name, value)
+            live.next_step()
+        task = progress.add_task(
+            "train",
+            total=steps,
+            completed=state.epoch * len(loader),
+            epoch=state.epoch,
+            loss=math.nan,
+            dice=math.nan,
+        )
+        for epoch in range(state.epoch, cfg.epochs):
             model.train()
             dataset.set_epoch(epoch)
+            order.manual_seed(seed + epoch)  # the data order depends on the epoch alone
             losses = []
             for images, targets in loader:
                 images, targets = images.to(device), targets.to(device)
@@ -151,44 +221,45 @@ def train_fold(
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-                step += 1
-                scheduler.step_update(step)
+                scheduler.step_update(epoch * len(loader) + len(losses) + 1)
                 losses.append(loss.item())
                 progress.update(task, advance=1, epoch=epoch + 1, loss=float(np.mean(losses)))
             val_dice = evaluate(model, val_items, device)
             progress.update(task, dice=val_dice)
-            live.log_metric("train/loss", float(np.mean(losses)))
-            live.log_metric("train/lr", optimizer.param_groups[0]["lr"])
-            live.log_metric("val/dice", val_dice)
+            metrics = {
+                "train/loss": float(np.mean(losses)),
+                "train/lr": optimizer.param_groups[0]["lr"],
+                "val/dice": val_dice,
+            }
+            for name, value in metrics.items():
+                live.log_metric(name, value)
             live.next_step()
-            if val_dice > best["val_dice"]:
-                best = {"val_dice": val_dice, "epoch": epoch + 1}
-                stale = 0
-                save_checkpoint(
-                    out_dir,
-                    model,
-                    {
-                        "name": model_name,
-                        "model_cfg": model_cfg,
-                        "um_per_px": um_per_px,
-                        "fold": fold,
-                        "epoch": epoch + 1,
-                        "val_dice": round(val_dice, 5),
-                        "train_ids": train_ids,
-                        "val_ids": val_ids,
-                    },
-                )
+            state.history.append(metrics)
+            state.epoch = epoch + 1
+            if val_dice > state.best_val_dice:
+                state.best_val_dice, state.best_epoch, state.stale = val_dice, epoch + 1, 0
+                save_checkpoint(out_dir, model, checkpoint_meta(epoch + 1, val_dice))
+                best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             else:
-                stale += 1
-                if cfg.patience and stale >= cfg.patience:
-                    log.info("early stop after epoch %d (best %d)", epoch + 1, best["epoch"])
-                    break
+                state.stale += 1
+                stopped_early = bool(cfg.patience and state.stale >= cfg.patience)
+            if state_dir:
+                save_state(state_dir, state, model, optimizer, best_weights)
+            if stopped_early:
+                log.info("early stop after epoch %d (best %d)", epoch + 1, state.best_epoch)
+                break
         summary = {
-            "best_val_dice": round(best["val_dice"], 5),
-            "best_epoch": best["epoch"],
-            "epochs_run": epoch + 1,
+            "best_val_dice": round(state.best_val_dice, 5),
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch,
         }
         for key, value in summary.items():
             live.summary[key] = value
+    if state_dir:
+        mark_complete(state_dir, state)
     # Wall time is reported but kept out of the metrics file, which must be reproducible.
-    return {**summary, "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        **summary,
+        "resumed_from_epoch": resumed_from,
+        "seconds": round(time.perf_counter() - started, 1),
+    }

@@ -1,0 +1,156 @@
+"""Resumable training state: what a killed training run needs to continue bit-identically.
+
+After every epoch the trainer writes, atomically, into its state folder (a DVC output with
+``persist: true``, so ``dvc repro`` keeps it across an interrupted run):
+
+- ``state.safetensors``: model weights, optimizer tensors, torch RNG state, and the weights of
+  the best epoch so far (prefixed ``model.``, ``optim.``, ``rng.``, ``best.``), with the
+  bookkeeping in its metadata: the epoch reached, best score and epoch, early-stopping counter,
+  the metrics logged so far (replayed into dvclive on resume), the optimizer's non-tensor state,
+  and a fingerprint of everything that determines the run (config, data split). One file, one
+  atomic rename: a kill at any moment leaves either the previous epoch's state or the new one.
+- ``state.json``: a readable copy of the bookkeeping.
+
+A state whose fingerprint differs from the current run is ignored, so changed params never
+resume.
+
+When training completes, the tensors are deleted and ``state.json`` says ``complete``; a later
+run with the same fingerprint (e.g. ``dvc repro --force``) starts from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .utils import atomic_path, write_json
+
+STATE_TENSORS = "state.safetensors"
+STATE_JSON = "state.json"
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainingState:
+    fingerprint: str
+    epoch: int = 0  # epochs completed
+    best_val_dice: float = -1.0
+    best_epoch: int = -1
+    stale: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)  # one dict of metrics per epoch
+    complete: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "epoch": self.epoch,
+            "best_val_dice": self.best_val_dice,
+            "best_epoch": self.best_epoch,
+            "stale": self.stale,
+            "history": self.history,
+            "complete": self.complete,
+        }
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, scalars = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars["state"].setdefault(str(pid), {})[key] = value
+    return tensors, scalars
+
+
+def _unflatten_optimizer(
+    tensors: dict[str, torch.Tensor], scalars: dict[str, Any]
+) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for pid, values in scalars["state"].items():
+        state.setdefault(int(pid), {}).update(values)
+    return {"state": state, "param_groups": scalars["param_groups"]}
+
+
+def save_state(
+    directory: str | Path,
+    state: TrainingState,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    best_weights: dict[str, torch.Tensor] | None,
+) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    optim_tensors, optim_scalars = _flatten_optimizer(optimizer.state_dict())
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update(optim_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    if best_weights is not None:
+        tensors.update({f"best.{k}": v for k, v in best_weights.items()})
+    meta = {**state.to_json(), "optimizer": optim_scalars}
+    with atomic_path(directory / STATE_TENSORS) as tmp:
+        save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
+    write_json(directory / STATE_JSON, meta)
+
+
+def mark_complete(directory: str | Path, state: TrainingState) -> None:
+    directory = Path(directory)
+    state.complete = True
+    write_json(directory / STATE_JSON, state.to_json())
+    (directory / STATE_TENSORS).unlink(missing_ok=True)
+
+
+def load_state(
+    directory: str | Path, expected_fingerprint: str
+) -> tuple[TrainingState, dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The resumable state in ``directory``, or None if there is none for this exact run."""
+    tensor_path = Path(directory) / STATE_TENSORS
+    if not tensor_path.is_file():
+        return None
+    with safe_open(str(tensor_path), framework="pt") as f:
+        meta = json.loads((f.metadata() or {}).get("state", "{}"))
+    if (
+        meta.get("complete")
+        or meta.get("fingerprint") != expected_fingerprint
+        or meta.get("epoch", 0) < 1
+    ):
+        return None
+    state = TrainingState(
+        fingerprint=meta["fingerprint"],
+        epoch=int(meta["epoch"]),
+        best_val_dice=float(meta["best_val_dice"]),
+        best_epoch=int(meta["best_epoch"]),
+        stale=int(meta["stale"]),
+        history=list(meta["history"]),
+    )
+    return state, load_file(str(tensor_path)), meta["optimizer"]
+
+
+def restore(
+    tensors: dict[str, torch.Tensor],
+    optimizer_scalars: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> dict[str, torch.Tensor] | None:
+    """Load model, optimizer and RNG state; return the best epoch's weights (if saved)."""
+    model.load_state_dict(
+        {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    )
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, optimizer_scalars))
+    torch.set_rng_state(tensors["rng.torch"])
+    best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+    return best or None
