@@ -27,6 +27,7 @@ test: setup  ## lint, then the unit and end-to-end tests
 bench: setup  ## speed benchmarks against named baselines
 	$(BIN)/python benchmarks/rle.py
 	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/training.py
 
 clean-venv:
 	rm -rf $(VENV)

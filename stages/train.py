@@ -1,9 +1,11 @@
 """Stage `train@<model>-<fold>`: train one architecture on one fold."""
 
+import sys
 from pathlib import Path
 
 import typer
 
+from ftuseg.distributed import launched_by_torchrun, relaunch
 from ftuseg.errors import DataError
 from ftuseg.evaluation import checkpoint_dir
 from ftuseg.stage import group, load_params, stage_main
@@ -24,6 +26,10 @@ def main(
     params: Path = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
+    nproc = int(group(p, "train").get("nproc", 1))
+    if nproc > 1 and not launched_by_torchrun():
+        # The same stage command, N processes: relaunch this script under torchrun (DDP).
+        sys.exit(relaunch(nproc, [__file__, *sys.argv[1:]]))
     models = group(p, "models")
     if model not in models:
         raise DataError(

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -34,13 +35,31 @@ def dvc(*args: str, cwd: Path) -> str:
 
 
 def ran_stages(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    """Stages that `dvc repro` executed, or restored from DVC's run-cache instead of executing."""
+    return {
+        line.split("'")[1]
+        for line in output.splitlines()
+        if line.startswith("Running stage") or "is cached - skipping run" in line
+    }
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("e2e") / "repo"
-    repo.mkdir()
+DETERMINISTIC_OUTPUTS = (
+    "metrics/oof.json",
+    "metrics/ensemble.json",
+    "metrics/test.json",
+    "metrics/oof_per_image.csv",
+    "metrics/plots/thresholds.csv",
+    "logs/train/unet/fold0/metrics.json",
+    "logs/train/unet/fold1/metrics.json",
+    "logs/train/unet/fold1/plots/metrics/train/loss.tsv",
+    "submission.csv",
+    "data/ensemble.yaml",
+)
+
+
+def make_repo(repo: Path) -> Path:
+    """A fresh git + DVC repository holding the project on the tiny profile."""
+    repo.mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, repo / name)
     for name in ("stages", "src", "profiles"):
@@ -59,8 +78,19 @@ def repo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return make_repo(tmp_path_factory.mktemp("e2e") / "repo")
+
+
+@pytest.fixture(scope="module")
 def first_run(repo) -> str:
     return dvc("repro", cwd=repo)
+
+
+@pytest.fixture(scope="module")
+def first_outputs(repo, first_run) -> dict[str, bytes]:
+    """The deterministic outputs of the first run, before any test changes the repository."""
+    return {rel: (repo / rel).read_bytes() for rel in DETERMINISTIC_OUTPUTS}
 
 
 def test_repro_runs_every_stage(first_run):
@@ -109,15 +139,59 @@ def test_submission_covers_the_test_set_and_is_scored(repo, first_run):
     assert 0.0 <= scored["dice"] <= 1.0
 
 
-def test_second_repro_does_nothing(repo, first_run):
+def test_two_runs_from_scratch_give_identical_results(first_outputs, tmp_path):
+    other = make_repo(tmp_path / "again")
+    dvc("repro", cwd=other)
+    for rel, content in first_outputs.items():
+        assert (other / rel).read_bytes() == content, rel
+
+
+def test_second_repro_does_nothing(repo, first_run, first_outputs):
     out = dvc("repro", cwd=repo)
     assert ran_stages(out) == set()
     assert "Data and pipelines are up to date." in out
 
 
-def test_changing_a_training_param_reruns_only_what_depends_on_it(repo, first_run):
+def test_remote_push_fresh_clone_pull_recomputes_nothing(repo, first_run, first_outputs, tmp_path):
+    store = tmp_path / "store"
+    dvc("remote", "add", "-d", "local", str(store), cwd=repo)
+    dvc("push", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "pipeline results", cwd=repo)
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path)
+    dvc("pull", cwd=clone)
+    out = dvc("repro", cwd=clone)
+    assert ran_stages(out) == set()
+    assert (clone / "submission.csv").read_bytes() == first_outputs["submission.csv"]
+    assert list((clone / "kaggle_kernel/dataset/models").rglob("*.safetensors"))
+
+
+def test_queued_experiments_both_finish_and_show(repo, first_run):
+    for lr in ("0.001", "0.0005"):
+        dvc("exp", "run", "--queue", "-S", f"train.lr={lr}", "-n", f"lr-{lr}", cwd=repo)
+    dvc("queue", "start", "-j", "1", cwd=repo)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = dvc("queue", "status", cwd=repo)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert status.count("Success") == 2, status
+    shown = json.loads(dvc("exp", "show", "--json", cwd=repo))
+    names = {
+        exp["name"]
+        for rev in shown
+        for group in rev.get("experiments") or []
+        for exp in group.get("revs", [])
+        if exp.get("name")
+    }
+    assert {"lr-0.001", "lr-0.0005"} <= names, names
+
+
+def test_changing_a_training_param_reruns_only_what_depends_on_it(repo, first_run, first_outputs):
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"]["lr"] = params["train"]["lr"] / 2
+    params["train"]["lr"] = params["train"]["lr"] * 0.37  # a value no other test has run
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc("repro", cwd=repo)
     assert ran_stages(out) == {

@@ -18,10 +18,12 @@ import torch
 from dvclive import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from timm.scheduler import CosineLRScheduler
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from .checkpoint import save_checkpoint
 from .datasets import CropDataset, to_tensor
+from .distributed import GlobalBatchSampler, barrier, cleanup, from_main, mean_across, setup
 from .inference import resolve_device
 from .losses import SegmentationLoss
 from .metrics import dice
@@ -54,6 +56,30 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     resume: bool = True  # continue an interrupted run from its persisted state
+    nproc: int = 1  # processes (DDP under torchrun): NCCL on GPU, gloo on CPU
+    sync_bn: bool = True  # synchronise BatchNorm statistics across GPU processes (CUDA only)
+
+
+class _NoLive:
+    """Stands in for dvclive on the non-main processes, which log nothing."""
+
+    summary: dict[str, Any] = {}
+
+    def __enter__(self) -> _NoLive:
+        self.summary = {}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        return None
+
+    def log_metric(self, name: str, value: float) -> None:
+        return None
+
+    def next_step(self) -> None:
+        return None
 
 
 @torch.inference_mode()
@@ -89,6 +115,10 @@ def train_fold(
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    info = setup(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     seed = cfg.seed + 1000 * fold
@@ -104,18 +134,23 @@ def train_fold(
     dataset = CropDataset(
         prepared_dir, train_ids, cfg.crop_size, cfg.samples_per_image, cfg.ftu_crop_prob, seed=seed
     )
-    order = torch.Generator()
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        num_workers=cfg.num_workers,
-        generator=order,
-        drop_last=len(dataset) > cfg.batch_size,
+    # The same global batches whatever the number of processes; each rank takes its slice.
+    sampler = GlobalBatchSampler(
+        len(dataset), cfg.batch_size, len(dataset) > cfg.batch_size, seed, info
     )
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers)
     val_items = [load_prepared(prepared_dir, i) for i in val_ids]
 
-    model = build_model(model_cfg).to(device)
+    model = build_model(model_cfg)
+    if info.enabled and device.type == "cuda" and cfg.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    # DDP shares the parameters with `model`; evaluation and checkpoints use `model` directly.
+    net = (
+        DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        if info.enabled
+        else model
+    )
     criterion = SegmentationLoss(cfg.bce_weight, cfg.dice_weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * len(loader)
@@ -174,7 +209,7 @@ def train_fold(
             "val_ids": val_ids,
         }
 
-    if resumed is not None and best_weights is not None:
+    if resumed is not None and best_weights is not None and info.is_main:
         # The killed run's checkpoint folder is gone (DVC clears outputs); re-emit the best one.
         current = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(best_weights)
@@ -184,7 +219,9 @@ def train_fold(
     started = time.perf_counter()
     stopped_early = False
     with (
-        Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live,
+        Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+        if info.is_main
+        else _NoLive() as live,
         Progress(
             TextColumn(f"train {model_name} fold {fold}"),
             BarColumn(),
@@ -193,6 +230,7 @@ def train_fold(
                 "epoch {task.fields[epoch]} loss {task.fields[loss]:.4f} dice {task.fields[dice]:.4f}"
             ),
             TimeElapsedColumn(),
+            disable=not info.is_main,
         ) as progress,
     ):
         live.log_params({"model": model_name, "fold": fold, **asdict(cfg)})
@@ -211,23 +249,24 @@ def train_fold(
         for epoch in range(state.epoch, cfg.epochs):
             model.train()
             dataset.set_epoch(epoch)
-            order.manual_seed(seed + epoch)  # the data order depends on the epoch alone
+            sampler.set_epoch(epoch)  # the data order depends on the epoch alone
             losses = []
             for images, targets in loader:
                 images, targets = images.to(device), targets.to(device)
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                    loss = criterion(model(images), targets)
+                    loss = criterion(net(images), targets)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step_update(epoch * len(loader) + len(losses) + 1)
                 losses.append(loss.item())
                 progress.update(task, advance=1, epoch=epoch + 1, loss=float(np.mean(losses)))
-            val_dice = evaluate(model, val_items, device)
+            # Validation on the main process; every rank gets its score for early stopping.
+            val_dice = from_main(evaluate(model, val_items, device) if info.is_main else 0.0, info)
             progress.update(task, dice=val_dice)
             metrics = {
-                "train/loss": float(np.mean(losses)),
+                "train/loss": mean_across(float(np.mean(losses)), info),
                 "train/lr": optimizer.param_groups[0]["lr"],
                 "val/dice": val_dice,
             }
@@ -238,13 +277,15 @@ def train_fold(
             state.epoch = epoch + 1
             if val_dice > state.best_val_dice:
                 state.best_val_dice, state.best_epoch, state.stale = val_dice, epoch + 1, 0
-                save_checkpoint(out_dir, model, checkpoint_meta(epoch + 1, val_dice))
+                if info.is_main:
+                    save_checkpoint(out_dir, model, checkpoint_meta(epoch + 1, val_dice))
                 best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             else:
                 state.stale += 1
                 stopped_early = bool(cfg.patience and state.stale >= cfg.patience)
-            if state_dir:
+            if state_dir and info.is_main:
                 save_state(state_dir, state, model, optimizer, best_weights)
+            barrier(info)
             if stopped_early:
                 log.info("early stop after epoch %d (best %d)", epoch + 1, state.best_epoch)
                 break
@@ -255,8 +296,9 @@ def train_fold(
         }
         for key, value in summary.items():
             live.summary[key] = value
-    if state_dir:
+    if state_dir and info.is_main:
         mark_complete(state_dir, state)
+    cleanup(info)
     # Wall time is reported but kept out of the metrics file, which must be reproducible.
     return {
         **summary,
