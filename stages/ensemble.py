@@ -7,7 +7,7 @@ import pandas as pd
 import typer
 
 from ftuseg.errors import DataError
-from ftuseg.evaluation import search_ensemble, write_table
+from ftuseg.evaluation import read_coverage, search_ensemble, write_table
 from ftuseg.gallery import write_gallery
 from ftuseg.stage import group, inference_config, load_params, stage_main
 from ftuseg.utils import write_json
@@ -68,6 +68,7 @@ def main(
         gallery,
         worst_k=int(ens.get("gallery_worst_k", 2)),
         min_component_um2=inference.min_component_um2,
+        coverage=read_coverage(oof, models),
     )
     typer.echo(
         f"ensemble: OOF Dice {result.metrics['ensemble']['dice']:.4f} "

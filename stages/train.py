@@ -9,7 +9,7 @@ from ftuseg.distributed import launched_by_torchrun, relaunch
 from ftuseg.errors import DataError
 from ftuseg.evaluation import checkpoint_dir
 from ftuseg.stage import group, load_params, stage_main
-from ftuseg.train import TrainConfig, train_fold
+from ftuseg.train import train_config, train_fold
 
 app = typer.Typer(add_completion=False)
 
@@ -40,7 +40,7 @@ def main(
         model,
         models[model],
         fold,
-        TrainConfig(**group(p, "train")),
+        train_config(group(p, "train"), models[model]),
         um_per_px=float(group(p, "prepare")["um_per_px"]),
         out_dir=checkpoint_dir(models_dir, model, fold),
         live_dir=logs_dir / model / f"fold{fold}",

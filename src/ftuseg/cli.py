@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from . import kaggle as kaggle_lib
+from .config import set_default_profile, write_params
 from .data import image_path, read_image, read_metadata
-from .errors import DataError
 from .stage import stage_main
-from .utils import read_yaml, write_yaml
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 kaggle_app = typer.Typer(
@@ -20,31 +18,33 @@ kaggle_app = typer.Typer(
 app.add_typer(kaggle_app, name="kaggle")
 
 
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``override`` on top of ``base``; nested mappings are merged, everything else replaced."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+@app.command()
+@stage_main
+def params(
+    overrides: list[str] = typer.Argument(
+        None, help="Hydra overrides, e.g. model=swin train.lr=1e-3"
+    ),
+    conf_dir: Path = Path("conf"),
+    out: Path = Path("params.yaml"),
+) -> None:
+    """Compose params.yaml from conf/ (as `dvc exp run -S` does) for a plain `dvc repro`."""
+    composed = write_params(list(overrides or []), conf_dir, out)
+    typer.echo(f"{out}: composed; ensemble models: {composed['ensemble']['models']}")
 
 
 @app.command()
 @stage_main
 def profile(
-    name: str = typer.Argument(..., help="a profile in profiles/, e.g. tiny, full-sample, kaggle"),
-    params: Path = Path("params.yaml"),
-    profiles_dir: Path = Path("profiles"),
+    name: str = typer.Argument(
+        ..., help="a profile in conf/profile/: sample, tiny, full-sample, kaggle"
+    ),
+    conf_dir: Path = Path("conf"),
+    out: Path = Path("params.yaml"),
 ) -> None:
-    """Merge ``profiles/NAME.yaml`` into params.yaml (rewritten atomically)."""
-    path = profiles_dir / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in profiles_dir.glob("*.yaml")))
-        raise DataError(f"{path}: no such profile (available: {known})")
-    write_yaml(params, deep_merge(read_yaml(params), read_yaml(path) or {}))
-    typer.echo(f"params.yaml: applied profile {name}")
+    """Make NAME the default profile in conf/config.yaml and recompose params.yaml."""
+    set_default_profile(name, conf_dir)
+    write_params([], conf_dir, out)
+    typer.echo(f"{out}: profile {name}")
 
 
 @app.command()

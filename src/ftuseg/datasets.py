@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .prepare import load_prepared
+from .organs import ORGANS
+from .prepare import load_prepared, read_index
 from .transforms import random_dihedral
 
 PAD_VALUE = 255  # images are padded with white, as glass looks in brightfield
@@ -45,6 +47,11 @@ def random_crop(
 class CropDataset(Dataset):
     """Random crops of prepared training images, ``samples_per_image`` per image and epoch.
 
+    ``organ_oversample`` multiplies the crops drawn from an organ's images per epoch (lung ×5 in
+    the write-up): oversampling lives in the index, no file is copied. Each item is a dict with
+    ``image`` (3, S, S), ``mask`` (1, S, S), ``organ`` (index into ORGANS) and
+    ``log_pixel_size`` (log µm/px of the crop, the pixel-size head's target).
+
     Randomness comes from ``(seed, epoch, index)`` alone, so an epoch is reproducible whatever
     the number of data-loader workers; call :meth:`set_epoch` before each epoch.
     """
@@ -58,26 +65,43 @@ class CropDataset(Dataset):
         ftu_prob: float = 0.5,
         augment: bool = True,
         seed: int = 0,
+        organ_oversample: Mapping[str, float] | None = None,
+        um_per_px: float = 1.0,
     ) -> None:
+        organ_of = read_index(prepared_dir).set_index("id")["organ"].to_dict()
+        unknown = set(organ_oversample or {}) - set(ORGANS)
+        if unknown:
+            raise ValueError(f"organ_oversample: unknown organ(s) {sorted(unknown)}")
         self.items = [load_prepared(prepared_dir, i) for i in ids]
+        self.organs = [ORGANS.index(organ_of[i]) for i in ids]
+        # Which image each sample index crops from; oversampled organs appear more often.
+        self.sources: list[int] = []
+        for j, image_id in enumerate(ids):
+            factor = float((organ_oversample or {}).get(organ_of[image_id], 1.0))
+            self.sources += [j] * max(1, math.ceil(samples_per_image * factor))
         self.crop_size = crop_size
-        self.samples_per_image = samples_per_image
         self.ftu_prob = ftu_prob
         self.augment = augment
         self.seed = seed
+        self.log_pixel_size = math.log(um_per_px)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.items) * self.samples_per_image
+        return len(self.sources)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, mask = self.items[index // self.samples_per_image]
+        source = self.sources[index]
+        image, mask = self.items[source]
         image, mask = random_crop(image, mask, self.crop_size, rng, self.ftu_prob)
         if self.augment:
             image, mask = random_dihedral(image, mask, rng)
-        target = torch.from_numpy(np.ascontiguousarray(mask)).float().unsqueeze(0)
-        return to_tensor(image), target
+        return {
+            "image": to_tensor(image),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask)).float().unsqueeze(0),
+            "organ": torch.tensor(self.organs[source]),
+            "log_pixel_size": torch.tensor(self.log_pixel_size, dtype=torch.float32),
+        }

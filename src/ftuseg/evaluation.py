@@ -21,7 +21,14 @@ from rich.progress import track
 from . import rle
 from .data import decode_mask, image_path, read_image, read_metadata
 from .errors import DataError
-from .inference import InferenceConfig, Predictor, combine, postprocess, to_original
+from .inference import (
+    InferenceConfig,
+    Predictor,
+    combine,
+    member_weights,
+    postprocess,
+    to_original,
+)
 from .metrics import dice, dice_from_counts, summarise
 from .organs import ORGANS
 from .prepare import load_prepared, read_index
@@ -30,12 +37,28 @@ from .utils import atomic_path, read_yaml, write_yaml
 log = logging.getLogger(__name__)
 
 
+COVERAGE_NAME = "coverage.yaml"  # in the OOF folder: model -> organs it covers (None = all)
+
+
 def checkpoint_dir(models_dir: str | Path, model: str, fold: int) -> Path:
     return Path(models_dir) / model / f"fold{fold}"
 
 
 def oof_path(oof_dir: str | Path, model: str, image_id: str) -> Path:
     return Path(oof_dir) / model / f"{image_id}.png"
+
+
+def read_coverage(oof_dir: str | Path, models: Sequence[str]) -> list[list[str] | None]:
+    """Each model's organ coverage (a specialist's ``organs``; None = all), as the OOF stage
+    recorded it from the checkpoints."""
+    path = Path(oof_dir) / COVERAGE_NAME
+    if not path.is_file():
+        raise DataError(f"{path}: not found (re-run the oof stage)")
+    recorded = read_yaml(path) or {}
+    missing = [m for m in models if m not in recorded]
+    if missing:
+        raise DataError(f"{path}: no OOF predictions of model(s) {missing} (re-run the oof stage)")
+    return [recorded[m] for m in models]
 
 
 def read_oof_map(oof_dir: str | Path, model: str, image_id: str) -> np.ndarray:
@@ -76,6 +99,7 @@ def run_oof(
     meta = read_metadata(raw_dir / "train.csv", "train").set_index("id", drop=False)
     index = read_index(prepared_dir)
     rows = []
+    coverage: dict[str, list[str] | None] = {}
     with atomic_path(oof_dir, is_dir=True) as tmp:
         for name in model_names:
             (tmp / name).mkdir()
@@ -83,6 +107,8 @@ def run_oof(
                 predictor = Predictor.from_checkpoints(
                     [(checkpoint_dir(models_dir, name, fold), 1.0)], config
                 )
+                organs = predictor.members[0].organs
+                coverage[name] = list(organs) if organs else None
                 ids = index.loc[index["fold"] == fold, "id"].tolist()
                 for image_id in track(ids, description=f"oof: {name} fold {fold}"):
                     row = meta.loc[image_id]
@@ -106,6 +132,7 @@ def run_oof(
                             "dice": dice(pred, truth),
                         }
                     )
+        write_yaml(tmp / COVERAGE_NAME, coverage)
     per_image = pd.DataFrame(rows)
     metrics = {name: summarise(per_image[per_image["model"] == name]) for name in model_names}
     return metrics, per_image
@@ -210,20 +237,29 @@ def search_weights(
     grid: Sequence[float],
     factors: Sequence[float] = (0.0, 0.5, 0.8, 1.25, 2.0),
     max_rounds: int = 10,
+    coverage: Sequence[Sequence[str] | None] | None = None,
 ) -> tuple[np.ndarray, float]:
     """Coordinate ascent on model weights for OOF mean Dice with per-organ thresholds.
 
     ``maps[i][m]`` is model m's quantised probability for image i (same shape as
     ``truths[i]``). Each round tries scaling one weight at a time by ``factors`` and keeps any
     improvement; cost grows linearly with the number of models, so it scales to large ensembles.
-    Returns normalised weights and the objective they reach.
+    Specialists (``coverage``) count only on their organs; weights leaving an organ without
+    any member are not considered. Returns normalised weights and the objective they reach.
     """
     n_models = len(maps[0])
+    coverage = list(coverage) if coverage is not None else [None] * n_models
     grid_arr = np.asarray(sorted(grid), dtype=np.float64)
     organs_arr = np.asarray(organs)
 
     def objective(w: np.ndarray) -> float:
-        probs = [combine(m, w) / np.float32(255.0) for m in maps]
+        try:
+            image_weights = [member_weights(w, coverage, o) for o in organs]
+        except ValueError:
+            return -np.inf
+        probs = [
+            combine(m, iw) / np.float32(255.0) for m, iw in zip(maps, image_weights, strict=True)
+        ]
         return best_thresholds(dice_table(probs, truths, grid_arr), organs_arr, grid_arr)[1]
 
     weights = np.ones(n_models)
@@ -282,18 +318,31 @@ def search_ensemble(
     ids, organs = index["id"].tolist(), index["organ"].to_numpy()
     models = list(models)
 
+    coverage = read_coverage(oof_dir, models)
+    uncovered = sorted(
+        {o for o in organs if all(cov is not None and o not in cov for cov in coverage)}
+    )
+    if uncovered:
+        raise DataError(f"ensemble.models: no member covers organ(s) {uncovered}")
     scaled_maps = [[read_oof_map(oof_dir, n, i) for n in models] for i in ids]
     if fixed_weights:
         weights = np.array([float(fixed_weights.get(n, 0.0)) for n in models])
         if weights.sum() <= 0:
             raise DataError("ensemble.weights must give at least one model a positive weight")
         weights = weights / weights.sum()
+        for organ in ORGANS:
+            try:
+                member_weights(weights, coverage, organ)
+            except ValueError as exc:
+                raise DataError(f"ensemble.weights: {exc}") from None
     else:
         masks = [load_prepared(prepared_dir, i)[1] for i in ids]
-        weights, _ = search_weights(scaled_maps, masks, organs, grid)
+        weights, _ = search_weights(scaled_maps, masks, organs, grid, coverage=coverage)
 
-    # Exact scoring at the original resolution: the ensemble, and each model on its own.
+    # Exact scoring at the original resolution: the ensemble, and each model on its own (a
+    # specialist alone is scored on every image, as if it covered every organ).
     candidates = {"ensemble": weights, **{n: np.eye(len(models))[j] for j, n in enumerate(models)}}
+    no_coverage = [None] * len(models)
     tables: dict[str, np.ndarray] = {k: np.zeros((len(ids), evaluated.size)) for k in candidates}
     for i, image_id in enumerate(track(ids, description="ensemble: score thresholds")):
         row = meta.loc[image_id]
@@ -304,6 +353,8 @@ def search_ensemble(
             if key != "ensemble" and len(models) == 1:
                 tables[key][i] = tables["ensemble"][i]
                 continue
+            cov = coverage if key == "ensemble" else no_coverage
+            w = member_weights(w, cov, row.organ)
             prob = to_original(combine(scaled_maps[i], w), truth.shape)
             if min_component_um2 > 0:
                 tables[key][i] = [
@@ -384,7 +435,7 @@ def predict_test(
     for row in track(list(test.itertuples(index=False)), description="predict test images"):
         started = time.perf_counter()
         img = read_image(Path(images_dir) / f"{row.id}.tiff", (row.img_height, row.img_width))
-        prob = predictor.predict(img, row.pixel_size)
+        prob = predictor.predict(img, row.pixel_size, row.organ)
         pred = postprocess(
             prob, config.threshold(row.organ, row.data_source), row.pixel_size, min_um2
         )

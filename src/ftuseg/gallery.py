@@ -15,7 +15,7 @@ import pandas as pd
 
 from .data import decode_mask, image_path, read_image, read_metadata
 from .evaluation import read_oof_map
-from .inference import combine, postprocess, to_original
+from .inference import combine, member_weights, postprocess, to_original
 from .utils import atomic_path
 
 TP_COLOUR = (255, 255, 0)  # yellow
@@ -45,6 +45,7 @@ def write_gallery(
     worst_k: int = 2,
     max_side: int = 768,
     min_component_um2: float = 0.0,
+    coverage: Sequence[Sequence[str] | None] | None = None,
 ) -> list[Path]:
     """Write ``{organ}_{rank}_{id}_dice{d}.png`` for the ``worst_k`` images of each organ."""
     raw_dir = Path(raw_dir)
@@ -58,7 +59,8 @@ def write_gallery(
                 shape = (int(m.img_height), int(m.img_width))
                 image = read_image(image_path(raw_dir, "train", row.id), shape)
                 truth = decode_mask(m.rle, shape, f"{raw_dir / 'train.csv'}: row id={row.id}")
-                q = combine([read_oof_map(oof_dir, n, row.id) for n in models], weights)
+                w = member_weights(weights, coverage or [None] * len(models), organ)
+                q = combine([read_oof_map(oof_dir, n, row.id) for n in models], w)
                 pred = postprocess(
                     to_original(q, shape), thresholds[organ], m.pixel_size, min_component_um2
                 )

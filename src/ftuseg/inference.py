@@ -95,6 +95,22 @@ def combine(maps: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     return quantize(acc)
 
 
+def member_weights(
+    weights: Sequence[float],
+    coverage: Sequence[Sequence[str] | None],
+    organ: str | None,
+) -> list[float]:
+    """The members' weights for an image of ``organ``: a specialist member (``coverage`` lists
+    its organs; ``None`` = every organ) counts only on its organs. An unknown organ keeps all."""
+    out = [
+        float(w) if organ is None or cov is None or organ in cov else 0.0
+        for w, cov in zip(weights, coverage, strict=True)
+    ]
+    if sum(out) <= 0:
+        raise ValueError(f"no ensemble member with a positive weight covers organ {organ!r}")
+    return out
+
+
 def to_original(q: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A quantised model-scale probability map resampled to the original (H, W), as float32."""
     return resize_prob(dequantize(q), shape)
@@ -168,6 +184,7 @@ class Member:
     model: Segmenter
     weight: float
     name: str = ""
+    organs: tuple[str, ...] | None = None  # a specialist's organs; None = every organ
 
 
 @dataclass
@@ -186,7 +203,8 @@ class Predictor:
             raise ValueError("member weights must sum to a positive number")
         self.device = resolve_device(self.config.device)
         self.members = [
-            Member(m.model.to(self.device).eval(), m.weight / total, m.name) for m in self.members
+            Member(m.model.to(self.device).eval(), m.weight / total, m.name, m.organs)
+            for m in self.members
         ]
         dtype = PRECISIONS[self.config.precision]
         # Reduced precision only where it pays off and is well supported: CUDA.
@@ -200,7 +218,10 @@ class Predictor:
         members, scales = [], set()
         for directory, weight in checkpoints:
             model, meta = load_checkpoint(directory)
-            members.append(Member(model, float(weight), str(directory)))
+            organs = meta["model_cfg"].get("organs")
+            members.append(
+                Member(model, float(weight), str(directory), tuple(organs) if organs else None)
+            )
             scales.add(float(meta["um_per_px"]))
         if len(scales) != 1:
             raise ValueError(f"ensemble members were trained at different scales: {sorted(scales)}")
@@ -244,18 +265,26 @@ class Predictor:
                 norm[y : y + h, x : x + w] += window
         return acc.div_(norm).numpy()
 
-    def predict_scaled(self, image: np.ndarray, pixel_size: float) -> np.ndarray:
-        """Ensemble probability at the training scale, quantised to uint8."""
+    def predict_scaled(
+        self, image: np.ndarray, pixel_size: float, organ: str | None = None
+    ) -> np.ndarray:
+        """Ensemble probability at the training scale, quantised to uint8. With ``organ``,
+        specialist members count only on their organs (same arithmetic as :func:`combine`)."""
         # A (3, H, W) uint8 view of the resampled image: no float copy of the whole image.
         x = torch.from_numpy(to_scale(image, pixel_size, self.um_per_px)).permute(2, 0, 1)
+        weights = member_weights(
+            [m.weight for m in self.members], [m.organs for m in self.members], organ
+        )
+        total = float(sum(weights))
         acc = None
-        for m in self.members:
-            acc = accumulate(acc, quantize(self.predict_member(m.model, x)), m.weight)
+        for m, w in zip(self.members, weights, strict=True):
+            if w > 0:
+                acc = accumulate(acc, quantize(self.predict_member(m.model, x)), w / total)
         return quantize(acc)
 
-    def predict(self, image: np.ndarray, pixel_size: float) -> np.ndarray:
+    def predict(self, image: np.ndarray, pixel_size: float, organ: str | None = None) -> np.ndarray:
         """Ensemble probability (float32) at the image's original size."""
-        return to_original(self.predict_scaled(image, pixel_size), image.shape[:2])
+        return to_original(self.predict_scaled(image, pixel_size, organ), image.shape[:2])
 
 
 # ------------------------------------------------------------------------------ masks

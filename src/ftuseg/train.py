@@ -6,10 +6,11 @@ best validation Dice as safetensors, and is deterministic on CPU for a given see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from .checkpoint import save_checkpoint
 from .datasets import CropDataset, to_tensor
 from .distributed import GlobalBatchSampler, barrier, cleanup, from_main, mean_across, setup
 from .inference import resolve_device
-from .losses import SegmentationLoss
+from .losses import LossWeights, SegmentationLoss
 from .metrics import dice
 from .models import Segmenter, build_model
 from .prepare import load_prepared, read_index
@@ -49,6 +50,12 @@ class TrainConfig:
     ftu_crop_prob: float = 0.5
     bce_weight: float = 1.0
     dice_weight: float = 1.0
+    focal_weight: float = 0.0
+    aux_weight: float = 0.2  # deep-supervision maps (models with `deep_supervision: true`)
+    organ_weight: float = 0.1  # organ head (models with `organ_head: true`)
+    pixel_size_weight: float = 0.1  # pixel-size head (models with `pixel_size_head: true`)
+    accumulate: int = 1  # gradient accumulation: optimizer steps every `accumulate` batches
+    organ_oversample: dict[str, float] = field(default_factory=dict)  # e.g. {lung: 5}
     patience: int = 0  # epochs without improvement before stopping; 0 = never stop early
     num_workers: int = 0
     seed: int = 2022
@@ -58,6 +65,24 @@ class TrainConfig:
     resume: bool = True  # continue an interrupted run from its persisted state
     nproc: int = 1  # processes (DDP under torchrun): NCCL on GPU, gloo on CPU
     sync_bn: bool = True  # synchronise BatchNorm statistics across GPU processes (CUDA only)
+
+
+def train_config(train_group: dict[str, Any], model_cfg: dict[str, Any]) -> TrainConfig:
+    """The ``train`` group with the model's own ``train`` overrides (e.g. a lower lr for
+    transformers) applied on top."""
+    overrides = dict(model_cfg.get("train") or {})
+    unknown = set(overrides) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown train override(s) in the model config: {sorted(unknown)}")
+    return TrainConfig(**{**train_group, **overrides})
+
+
+def split_ids(index: Any, fold: int) -> tuple[list[str], list[str]]:
+    """Training and validation ids of a fold."""
+    return (
+        index.loc[index["fold"] != fold, "id"].tolist(),
+        index.loc[index["fold"] == fold, "id"].tolist(),
+    )
 
 
 class _NoLive:
@@ -129,10 +154,18 @@ def train_fold(
         raise ValueError(
             f"fold {fold} does not exist in {prepared_dir} (folds: {sorted(set(index['fold']))})"
         )
-    train_ids = index.loc[index["fold"] != fold, "id"].tolist()
-    val_ids = index.loc[index["fold"] == fold, "id"].tolist()
+    if cfg.accumulate < 1:
+        raise ValueError(f"train.accumulate must be >= 1, got {cfg.accumulate}")
+    train_ids, val_ids = split_ids(index, fold)
     dataset = CropDataset(
-        prepared_dir, train_ids, cfg.crop_size, cfg.samples_per_image, cfg.ftu_crop_prob, seed=seed
+        prepared_dir,
+        train_ids,
+        cfg.crop_size,
+        cfg.samples_per_image,
+        cfg.ftu_crop_prob,
+        seed=seed,
+        organ_oversample=cfg.organ_oversample,
+        um_per_px=um_per_px,
     )
     # The same global batches whatever the number of processes; each rank takes its slice.
     sampler = GlobalBatchSampler(
@@ -146,19 +179,34 @@ def train_fold(
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
     # DDP shares the parameters with `model`; evaluation and checkpoints use `model` directly.
+    heads = model.has_heads
     net = (
-        DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        DistributedDataParallel(
+            model,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=heads,
+        )
         if info.enabled
         else model
     )
-    criterion = SegmentationLoss(cfg.bce_weight, cfg.dice_weight)
+    criterion = SegmentationLoss(
+        LossWeights(
+            cfg.bce_weight,
+            cfg.dice_weight,
+            cfg.focal_weight,
+            cfg.aux_weight,
+            cfg.organ_weight,
+            cfg.pixel_size_weight,
+        )
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * len(loader)
+    updates_per_epoch = math.ceil(len(loader) / cfg.accumulate)
+    steps = cfg.epochs * updates_per_epoch
     scheduler = CosineLRScheduler(
         optimizer,
         t_initial=steps,
         lr_min=cfg.lr * 0.01,
-        warmup_t=round(cfg.warmup_epochs * len(loader)),
+        warmup_t=round(cfg.warmup_epochs * updates_per_epoch),
         warmup_lr_init=cfg.lr * 0.01,
         t_in_epochs=False,
     )
@@ -240,7 +288,7 @@ def train_fold(
             live.next_step()
         task = progress.add_task(
             "train",
-            total=steps,
+            total=cfg.epochs * len(loader),
             completed=state.epoch * len(loader),
             epoch=state.epoch,
             loss=math.nan,
@@ -250,23 +298,40 @@ def train_fold(
             model.train()
             dataset.set_epoch(epoch)
             sampler.set_epoch(epoch)  # the data order depends on the epoch alone
-            losses = []
-            for images, targets in loader:
-                images, targets = images.to(device), targets.to(device)
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                    loss = criterion(net(images), targets)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step_update(epoch * len(loader) + len(losses) + 1)
+            losses: list[float] = []
+            parts_sum: dict[str, float] = {}
+            optimizer.zero_grad(set_to_none=True)
+            for i, batch in enumerate(loader):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                update = (i + 1) % cfg.accumulate == 0 or i + 1 == len(loader)
+                # Gradients of non-final micro-batches stay local (DDP syncs on the update).
+                sync = contextlib.nullcontext() if update or not info.enabled else net.no_sync()
+                with sync:
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                        output = net(batch["image"], heads=heads)
+                    loss, parts = criterion(
+                        output, batch["mask"], batch["organ"], batch["log_pixel_size"]
+                    )
+                    scaler.scale(loss / cfg.accumulate).backward()
+                if update:
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step_update(epoch * updates_per_epoch + (i // cfg.accumulate) + 1)
                 losses.append(loss.item())
+                for name, value in parts.items():
+                    parts_sum[name] = parts_sum.get(name, 0.0) + value
                 progress.update(task, advance=1, epoch=epoch + 1, loss=float(np.mean(losses)))
             # Validation on the main process; every rank gets its score for early stopping.
             val_dice = from_main(evaluate(model, val_items, device) if info.is_main else 0.0, info)
             progress.update(task, dice=val_dice)
             metrics = {
                 "train/loss": mean_across(float(np.mean(losses)), info),
+                **{
+                    f"train/loss_{name}": mean_across(value / len(losses), info)
+                    for name, value in parts_sum.items()
+                    if len(parts_sum) > 1
+                },
                 "train/lr": optimizer.param_groups[0]["lr"],
                 "val/dice": val_dice,
             }
