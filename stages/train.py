@@ -5,10 +5,12 @@ from pathlib import Path
 
 import typer
 
+from ftuseg.augment import AugmentConfig
 from ftuseg.distributed import launched_by_torchrun, relaunch
 from ftuseg.errors import DataError
 from ftuseg.evaluation import checkpoint_dir
 from ftuseg.stage import group, load_params, stage_main
+from ftuseg.stain import NormalizeConfig
 from ftuseg.train import train_config, train_fold
 
 app = typer.Typer(add_completion=False)
@@ -23,6 +25,7 @@ def main(
     models_dir: Path = Path("models"),
     logs_dir: Path = Path("logs/train"),
     state_root: Path = Path("checkpoints"),
+    stain_dir: Path = Path("data/stain"),
     params: Path = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
@@ -45,6 +48,9 @@ def main(
         out_dir=checkpoint_dir(models_dir, model, fold),
         live_dir=logs_dir / model / f"fold{fold}",
         state_dir=state_root / model / f"fold{fold}",
+        augment=AugmentConfig(**group(p, "augment")),
+        stain_dir=stain_dir,
+        normalize=NormalizeConfig(**group(group(p, "stain"), "normalize")),
     )
     typer.echo(f"train {model} fold {fold}: {summary}")
 

@@ -52,6 +52,7 @@ DETERMINISTIC_OUTPUTS = (
     "logs/train/unet/fold0/metrics.json",
     "logs/train/unet/fold1/metrics.json",
     "logs/train/unet/fold1/plots/metrics/train/loss.tsv",
+    "logs/train/segformer/fold0/metrics.json",
     "submission.csv",
     "data/ensemble.yaml",
 )
@@ -62,7 +63,7 @@ def make_repo(repo: Path) -> Path:
     repo.mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, repo / name)
-    for name in ("stages", "src", "profiles"):
+    for name in ("stages", "src", "conf"):
         shutil.copytree(
             ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
         )
@@ -70,6 +71,7 @@ def make_repo(repo: Path) -> Path:
     sh("git", "config", "user.email", "ci@example.com", cwd=repo)
     sh("git", "config", "user.name", "ci", cwd=repo)
     dvc("init", "-q", cwd=repo)
+    dvc("config", "hydra.enabled", "true", cwd=repo)
     shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")
     sh(sys.executable, "-m", "ftuseg.cli", "profile", "tiny", cwd=repo)
     sh("git", "add", "-A", cwd=repo)
@@ -94,23 +96,30 @@ def first_outputs(repo, first_run) -> dict[str, bytes]:
 
 
 def test_repro_runs_every_stage(first_run):
+    # The default ensemble has two architectures: each is trained on each fold.
     assert ran_stages(first_run) == {
-        "sample", "prepare", "train@unet-0", "train@unet-1", "oof", "ensemble", "submit", "kernel"
+        "sample", "prepare", "stain", "train@unet-0", "train@unet-1", "train@segformer-0",
+        "train@segformer-1", "oof", "ensemble", "submit", "kernel",
     }  # fmt: skip
 
 
 def test_metrics_report_per_organ_dice(repo, first_run):
-    oof = json.loads((repo / "metrics/oof.json").read_text())["unet"]
-    assert oof["n_images"] == 10
-    for organ in ORGANS:
-        assert 0.0 <= oof[f"dice_{organ}"] <= 1.0
+    oof = json.loads((repo / "metrics/oof.json").read_text())
+    assert set(oof) == {"unet", "segformer"}
+    for scores in oof.values():
+        assert scores["n_images"] == 10
+        for organ in ORGANS:
+            assert 0.0 <= scores[f"dice_{organ}"] <= 1.0
     ensemble = json.loads((repo / "metrics/ensemble.json").read_text())
     assert ensemble["ensemble"]["dice"] >= ensemble["ensemble_at_default_threshold"]["dice"]
     config = yaml.safe_load((repo / "data/ensemble.yaml").read_text())
     assert set(config["thresholds"]) == set(ORGANS)
-    assert config["members"] == {"unet": 1.0}
-    assert ensemble["weights"] == {"unet": 1.0}
-    assert ensemble["best_single_model"]["name"] == "unet"
+    # Weights searched on OOF, starting from equal weights: never worse than equal weighting.
+    assert set(ensemble["weights"]) == {"unet", "segformer"}
+    assert sum(ensemble["weights"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert sum(config["members"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert set(ensemble["single_models"]) == {"unet", "segformer"}
+    assert ensemble["best_single_model"]["name"] in {"unet", "segformer"}
     curves = pd.read_csv(repo / "metrics/plots/thresholds.csv")
     assert list(curves.columns) == ["threshold", *ORGANS]
     assert (curves[list(ORGANS)].max() <= 1).all()
@@ -167,9 +176,22 @@ def test_remote_push_fresh_clone_pull_recomputes_nothing(repo, first_run, first_
     assert list((clone / "kaggle_kernel/dataset/models").rglob("*.safetensors"))
 
 
-def test_queued_experiments_both_finish_and_show(repo, first_run):
-    for lr in ("0.001", "0.0005"):
-        dvc("exp", "run", "--queue", "-S", f"train.lr={lr}", "-n", f"lr-{lr}", cwd=repo)
+def exp_rows(repo: Path) -> dict[str, dict]:
+    """`dvc exp show --json` flattened: experiment name -> its data (params, metrics)."""
+    shown = json.loads(dvc("exp", "show", "--json", cwd=repo))
+    return {
+        exp["name"]: exp["data"]
+        for rev in shown
+        for group in rev.get("experiments") or []
+        for exp in group.get("revs", [])
+        if exp.get("name")
+    }
+
+
+def test_model_sweep_is_queued_and_compared_on_per_organ_oof_dice(repo, first_run):
+    """`dvc exp run --queue -S 'model=a,b'`: one experiment per architecture, each running the
+    whole chain for that architecture alone; `dvc exp show` compares them per organ."""
+    dvc("exp", "run", "--queue", "-S", "model=hrnet,swin", cwd=repo)
     dvc("queue", "start", "-j", "1", cwd=repo)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
@@ -178,15 +200,39 @@ def test_queued_experiments_both_finish_and_show(repo, first_run):
             break
         time.sleep(5)
     assert status.count("Success") == 2, status
-    shown = json.loads(dvc("exp", "show", "--json", cwd=repo))
-    names = {
-        exp["name"]
-        for rev in shown
-        for group in rev.get("experiments") or []
-        for exp in group.get("revs", [])
-        if exp.get("name")
-    }
-    assert {"lr-0.001", "lr-0.0005"} <= names, names
+    by_model = {}
+    for data in exp_rows(repo).values():
+        params = data["params"]["params.yaml"]["data"]
+        oof = data["metrics"]["metrics/oof.json"]["data"]
+        by_model[tuple(params["ensemble"]["models"])] = oof
+    assert {("hrnet",), ("swin",)} <= set(by_model), by_model
+    for (name,), oof in [(k, v) for k, v in by_model.items() if k in {("hrnet",), ("swin",)}]:
+        assert set(oof) == {name}
+        assert {f"dice_{organ}" for organ in ORGANS} <= set(oof[name])
+
+
+def test_exp_run_with_one_model_runs_the_chain_for_it_alone(repo, first_run):
+    out = dvc("exp", "run", "--temp", "-S", "model=segformer", "-n", "only-segformer", cwd=repo)
+    stages = ran_stages(out)
+    # segformer's training is up to date from the committed run; only its chain re-runs
+    assert {"oof", "ensemble", "submit"} <= stages
+    assert not any(s.startswith("train@") for s in stages)
+    assert "Stage 'train@segformer-0' didn't change" in out
+    data = exp_rows(repo)["only-segformer"]
+    assert data["params"]["params.yaml"]["data"]["ensemble"]["models"] == ["segformer"]
+    assert set(data["metrics"]["metrics/oof.json"]["data"]) == {"segformer"}
+    assert data["metrics"]["metrics/ensemble.json"]["data"]["weights"] == {"segformer": 1.0}
+
+
+def test_changing_one_architecture_reruns_only_its_stages(repo, first_run, first_outputs):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["models"]["segformer"]["decoder_channels"] = 24
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc("repro", cwd=repo)
+    assert ran_stages(out) == {
+        "train@segformer-0", "train@segformer-1", "oof", "ensemble", "submit", "kernel"
+    }  # fmt: skip
+    assert "Stage 'train@unet-0' didn't change" in out
 
 
 def test_changing_a_training_param_reruns_only_what_depends_on_it(repo, first_run, first_outputs):
@@ -197,12 +243,15 @@ def test_changing_a_training_param_reruns_only_what_depends_on_it(repo, first_ru
     assert ran_stages(out) == {
         "train@unet-0",
         "train@unet-1",
+        "train@segformer-0",
+        "train@segformer-1",
         "oof",
         "ensemble",
         "submit",
         "kernel",
     }
     assert "Stage 'sample' didn't change" in out and "Stage 'prepare' didn't change" in out
+    assert "Stage 'stain' didn't change" in out
 
 
 # ------------------------------------------------------------------------------ Kaggle kernel
@@ -218,7 +267,8 @@ def test_kernel_folder_is_ready_to_push(repo, first_run):
     ]
     assert (kernel / meta["code_file"]).is_file()
     manifest = json.loads((kernel / "dataset/ftuseg-bundle.json").read_text())
-    assert len(manifest["members"]) == 2  # 1 model x 2 folds
+    ensemble = yaml.safe_load((repo / "data/ensemble.yaml").read_text())
+    assert len(manifest["members"]) == 2 * len(ensemble["members"])  # weighted models x 2 folds
     assert any(w.startswith("ftuseg-") for w in manifest["wheels"])
     assert list((kernel / "dataset/models").rglob("*.safetensors"))
     runtime = json.loads((repo / "metrics/kernel.json").read_text())

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .augment import AugmentConfig, augment
 from .organs import ORGANS
 from .prepare import load_prepared, read_index
-from .transforms import random_dihedral
 
+DEFAULT_AUGMENT = AugmentConfig()  # dihedral transforms only
 PAD_VALUE = 255  # images are padded with white, as glass looks in brightfield
 
 
@@ -52,6 +53,10 @@ class CropDataset(Dataset):
     ``image`` (3, S, S), ``mask`` (1, S, S), ``organ`` (index into ORGANS) and
     ``log_pixel_size`` (log µm/px of the crop, the pixel-size head's target).
 
+    ``stain_copies`` (id -> recoloured copies from the stain stage) are drawn instead of the
+    original with probability ``stain_copy_prob``; ``normalize`` (a stain normaliser) is applied
+    once to every original and copy at load time, as the Predictor applies it at inference.
+
     Randomness comes from ``(seed, epoch, index)`` alone, so an epoch is reproducible whatever
     the number of data-loader workers; call :meth:`set_epoch` before each epoch.
     """
@@ -63,16 +68,27 @@ class CropDataset(Dataset):
         crop_size: int,
         samples_per_image: int = 1,
         ftu_prob: float = 0.5,
-        augment: bool = True,
+        augment: AugmentConfig | None = DEFAULT_AUGMENT,
         seed: int = 0,
         organ_oversample: Mapping[str, float] | None = None,
         um_per_px: float = 1.0,
+        stain_copies: Mapping[str, list[np.ndarray]] | None = None,
+        stain_copy_prob: float = 0.0,
+        normalize: Callable[[np.ndarray, str], np.ndarray] | None = None,
     ) -> None:
         organ_of = read_index(prepared_dir).set_index("id")["organ"].to_dict()
         unknown = set(organ_oversample or {}) - set(ORGANS)
         if unknown:
             raise ValueError(f"organ_oversample: unknown organ(s) {sorted(unknown)}")
         self.items = [load_prepared(prepared_dir, i) for i in ids]
+        self.copies = [list((stain_copies or {}).get(i, [])) for i in ids]
+        if normalize is not None:
+            self.items = [(normalize(im, i), m) for (im, m), i in zip(self.items, ids, strict=True)]
+            self.copies = [
+                [normalize(c, f"{i} stain copy") for c in cs]
+                for cs, i in zip(self.copies, ids, strict=True)
+            ]
+        self.stain_copy_prob = stain_copy_prob
         self.organs = [ORGANS.index(organ_of[i]) for i in ids]
         # Which image each sample index crops from; oversampled organs appear more often.
         self.sources: list[int] = []
@@ -83,7 +99,7 @@ class CropDataset(Dataset):
         self.ftu_prob = ftu_prob
         self.augment = augment
         self.seed = seed
-        self.log_pixel_size = math.log(um_per_px)
+        self.um_per_px = um_per_px
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -92,16 +108,36 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sources)
 
+    def _draw(self, source: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A crop of image ``source``: the original, or one of its stain copies."""
+        image, mask = self.items[source]
+        copies = self.copies[source]
+        if copies and self.stain_copy_prob and rng.random() < self.stain_copy_prob:
+            image = copies[int(rng.integers(len(copies)))]
+        return random_crop(image, mask, self.crop_size, rng, self.ftu_prob)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         source = self.sources[index]
-        image, mask = self.items[source]
-        image, mask = random_crop(image, mask, self.crop_size, rng, self.ftu_prob)
-        if self.augment:
-            image, mask = random_dihedral(image, mask, rng)
+        image, mask = self._draw(source, rng)
+        pixel_size = self.um_per_px
+        if self.augment is not None:
+
+            def draw_other(same_organ: bool) -> tuple[np.ndarray, np.ndarray]:
+                pool = [
+                    j
+                    for j in range(len(self.items))
+                    if j != source and (not same_organ or self.organs[j] == self.organs[source])
+                ] or [source]
+                return self._draw(pool[int(rng.integers(len(pool)))], rng)
+
+            image, mask, pixel_size = augment(
+                image, mask, rng, self.augment, ORGANS[self.organs[source]], self.um_per_px,
+                draw_other,
+            )  # fmt: skip
         return {
             "image": to_tensor(image),
             "mask": torch.from_numpy(np.ascontiguousarray(mask)).float().unsqueeze(0),
             "organ": torch.tensor(self.organs[source]),
-            "log_pixel_size": torch.tensor(self.log_pixel_size, dtype=torch.float32),
+            "log_pixel_size": torch.tensor(math.log(pixel_size), dtype=torch.float32),
         }

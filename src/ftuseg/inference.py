@@ -14,9 +14,11 @@ gets.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -48,6 +50,9 @@ class InferenceConfig:
     precision: str = "fp16"  # fp32 | fp16 | bf16; reduced precision applies on CUDA only
     min_component_um2: float = 0.0  # drop predicted components smaller than this area
     device: str = "auto"
+    # Ablation switch: treat every image as if it had this µm/px instead of its csv pixel_size
+    # (0.4 = a pipeline that assumes HPA resolution everywhere). None = physical scale handling.
+    assume_pixel_size: float | None = None
 
     def __post_init__(self) -> None:
         if self.tile_size < 1 or self.batch_size < 1:
@@ -194,6 +199,7 @@ class Predictor:
     members: Sequence[Member]
     um_per_px: float
     config: InferenceConfig = field(default_factory=InferenceConfig)
+    normalize: Any = None  # stain normaliser (RGB uint8 -> RGB uint8) the members were trained with
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -215,9 +221,12 @@ class Predictor:
         cls, checkpoints: Sequence[tuple[str | Path, float]], config: InferenceConfig | None = None
     ) -> Predictor:
         """Load ``(checkpoint_dir, weight)`` pairs; all must share one training scale."""
-        members, scales = [], set()
+        members, scales, stains = [], set(), set()
         for directory, weight in checkpoints:
             model, meta = load_checkpoint(directory)
+            stains.add(
+                json.dumps(meta.get("stain_normalize") or {"method": "none"}, sort_keys=True)
+            )
             organs = meta["model_cfg"].get("organs")
             members.append(
                 Member(model, float(weight), str(directory), tuple(organs) if organs else None)
@@ -225,7 +234,15 @@ class Predictor:
             scales.add(float(meta["um_per_px"]))
         if len(scales) != 1:
             raise ValueError(f"ensemble members were trained at different scales: {sorted(scales)}")
-        return cls(members, scales.pop(), config or InferenceConfig())
+        if len(stains) != 1:
+            raise ValueError(f"ensemble members use different stain normalisations: {stains}")
+        normalize = None
+        stain = json.loads(stains.pop())
+        if stain.get("method", "none") != "none":
+            from .stain import NormalizeConfig, StainNormalizer
+
+            normalize = StainNormalizer(NormalizeConfig(**stain))
+        return cls(members, scales.pop(), config or InferenceConfig(), normalize)
 
     def _forward(self, model: Segmenter, batch: torch.Tensor) -> torch.Tensor:
         """Mean sigmoid probability over the TTA transforms, back in the input orientation."""
@@ -270,8 +287,13 @@ class Predictor:
     ) -> np.ndarray:
         """Ensemble probability at the training scale, quantised to uint8. With ``organ``,
         specialist members count only on their organs (same arithmetic as :func:`combine`)."""
+        if self.config.assume_pixel_size is not None:
+            pixel_size = self.config.assume_pixel_size
+        scaled = to_scale(image, pixel_size, self.um_per_px)
+        if self.normalize is not None:
+            scaled = self.normalize(scaled, "image")
         # A (3, H, W) uint8 view of the resampled image: no float copy of the whole image.
-        x = torch.from_numpy(to_scale(image, pixel_size, self.um_per_px)).permute(2, 0, 1)
+        x = torch.from_numpy(np.ascontiguousarray(scaled)).permute(2, 0, 1)
         weights = member_weights(
             [m.weight for m in self.members], [m.organs for m in self.members], organ
         )

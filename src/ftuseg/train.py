@@ -22,6 +22,7 @@ from timm.scheduler import CosineLRScheduler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from .augment import AugmentConfig
 from .checkpoint import save_checkpoint
 from .datasets import CropDataset, to_tensor
 from .distributed import GlobalBatchSampler, barrier, cleanup, from_main, mean_across, setup
@@ -31,6 +32,7 @@ from .metrics import dice
 from .models import Segmenter, build_model
 from .prepare import load_prepared, read_index
 from .resume import TrainingState, fingerprint, load_state, mark_complete, restore, save_state
+from .stain import NormalizeConfig, StainNormalizer, load_copies
 from .utils import seed_everything
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class TrainConfig:
     pixel_size_weight: float = 0.1  # pixel-size head (models with `pixel_size_head: true`)
     accumulate: int = 1  # gradient accumulation: optimizer steps every `accumulate` batches
     organ_oversample: dict[str, float] = field(default_factory=dict)  # e.g. {lung: 5}
+    stain_copy_prob: float = 0.0  # draw a stain-augmented copy instead of the original
     patience: int = 0  # epochs without improvement before stopping; 0 = never stop early
     num_workers: int = 0
     seed: int = 2022
@@ -130,13 +133,23 @@ def train_fold(
     out_dir: str | Path,
     live_dir: str | Path,
     state_dir: str | Path | None = None,
+    augment: AugmentConfig | None = None,
+    stain_dir: str | Path | None = None,
+    normalize: NormalizeConfig | None = None,
 ) -> dict[str, Any]:
     """Train ``model_name`` on all folds but ``fold``, validate on ``fold``; returns a summary.
 
     With ``state_dir`` (and ``cfg.resume``), the state after every epoch is persisted there and a
     run killed part-way continues from its last completed epoch, ending with the same weights
     and logs as an uninterrupted run (see :mod:`ftuseg.resume`).
+
+    ``augment`` is the augmentation recipe (default: dihedral only), ``stain_dir`` the stain
+    stage's output (copies drawn with ``cfg.stain_copy_prob``), ``normalize`` the stain
+    normalisation applied to every training and validation image and recorded in the checkpoint
+    so inference applies it too.
     """
+    augment = augment if augment is not None else AugmentConfig()
+    normalize = normalize or NormalizeConfig()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -157,15 +170,20 @@ def train_fold(
     if cfg.accumulate < 1:
         raise ValueError(f"train.accumulate must be >= 1, got {cfg.accumulate}")
     train_ids, val_ids = split_ids(index, fold)
+    normalizer = StainNormalizer(normalize)
     dataset = CropDataset(
         prepared_dir,
         train_ids,
         cfg.crop_size,
         cfg.samples_per_image,
         cfg.ftu_crop_prob,
+        augment=augment,
         seed=seed,
         organ_oversample=cfg.organ_oversample,
         um_per_px=um_per_px,
+        stain_copies=load_copies(stain_dir, train_ids) if cfg.stain_copy_prob > 0 else None,
+        stain_copy_prob=cfg.stain_copy_prob,
+        normalize=normalizer if normalizer.enabled else None,
     )
     # The same global batches whatever the number of processes; each rank takes its slice.
     sampler = GlobalBatchSampler(
@@ -173,6 +191,7 @@ def train_fold(
     )
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers)
     val_items = [load_prepared(prepared_dir, i) for i in val_ids]
+    val_items = [(normalizer(im, i), m) for (im, m), i in zip(val_items, val_ids, strict=True)]
 
     model = build_model(model_cfg)
     if info.enabled and device.type == "cuda" and cfg.sync_bn:
@@ -227,6 +246,9 @@ def train_fold(
             "fold": fold,
             "train_ids": train_ids,
             "val_ids": val_ids,
+            "augment": asdict(augment),
+            "normalize": asdict(normalize),
+            "stain_copies": str(stain_dir) if cfg.stain_copy_prob > 0 else None,
         }
     )
     state = TrainingState(run_id)
@@ -250,6 +272,7 @@ def train_fold(
             "name": model_name,
             "model_cfg": model_cfg,
             "um_per_px": um_per_px,
+            "stain_normalize": asdict(normalize),
             "fold": fold,
             "epoch": epoch,
             "val_dice": round(val_dice, 5),

@@ -25,13 +25,15 @@ def _smp_encoder_args(
     kwargs = dict(encoder_kwargs)
     if encoder.startswith("tu-") and encoder[3:].startswith("swin"):
         kwargs.setdefault("strict_img_size", False)  # any input size, windows padded per input
-    weights = "imagenet" if pretrained else None
+    # smp: `True` asks timm for the encoder's default pretrained tag; "imagenet" for smp's own.
+    default_weights: str | bool = True if encoder.startswith("tu-") else "imagenet"
+    weights = default_weights if pretrained else None
     if weights_file and encoder.startswith("tu-"):
         # timm loads the local file in place of the download.
         kwargs["pretrained_cfg_overlay"] = pretrained_kwargs(True, weights_file)[
             "pretrained_cfg_overlay"
         ]
-        weights = "imagenet"
+        weights = True
     return {"encoder_name": encoder, "encoder_weights": weights, **kwargs}
 
 

@@ -1,0 +1,164 @@
+"""The architecture zoo on CPU: size, training cost and sample-dataset OOF Dice per architecture.
+
+For every architecture in conf/models/ and both its configs (sample, full), prints parameters
+and CPU forward+backward time per image at that config's training crop (sample profile 160 px,
+full-sample profile 512 px), as a ratio to the baseline measured in the same run: the sample
+U-Net (smp, EfficientNet-B0). OOF Dice on the sample dataset comes from `dvc exp` experiments
+of the sample profile, one per architecture (`dvc exp run -S model=<name>`, a fresh clone runs
+them with `--train`); full-size configs are not trained on CPU.
+
+    python benchmarks/models.py [--train] [--json metrics/models.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from ftuseg.losses import SegmentationLoss
+from ftuseg.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+CROP = {"sample": 160, "full": 512}
+BASELINE = ("unet", "sample")
+
+
+def architectures() -> list[str]:
+    return sorted(p.name for p in (CONF / "models").iterdir() if p.is_dir())
+
+
+def model_config(name: str, size: str) -> dict:
+    cfg = yaml.safe_load((CONF / "models" / name / f"{size}.yaml").read_text())
+    return {**cfg, "pretrained": False, "weights_file": None}  # timing needs no weights
+
+
+def seconds_per_image(cfg: dict, crop: int, batch: int = 2, repeats: int = 2) -> float:
+    """Forward + backward (with the config's training heads) per image, best of ``repeats``."""
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    criterion = SegmentationLoss()
+    x = torch.rand(batch, 3, crop, crop)
+    target = (torch.rand(batch, 1, crop, crop) > 0.7).float()
+    organ = torch.zeros(batch, dtype=torch.long)
+    log_px = torch.zeros(batch)
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        loss, _ = criterion(model(x, heads=model.has_heads), target, organ, log_px)
+        loss.backward()
+
+    step()  # warm-up: allocations, lazy initialisation
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - started)
+    return best / batch
+
+
+def dvc(*args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def sample_oof_dice() -> dict[str, dict]:
+    """OOF Dice of single-architecture experiments on the sample profile, by architecture."""
+    shown = json.loads(dvc("exp", "show", "--json"))
+    found: dict[str, dict] = {}
+    for rev in shown:
+        for group in rev.get("experiments") or []:
+            for exp in group.get("revs", []):
+                data = exp.get("data") or {}
+                params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
+                models = params.get("ensemble", {}).get("models", [])
+                if len(models) != 1 or params.get("data", {}).get("raw_dir") != "data/sample":
+                    continue
+                if params.get("sample", {}).get("field_um") != 480:  # the sample profile only
+                    continue
+                metrics = (data.get("metrics") or {}).get("metrics/ensemble.json", {})
+                oof = (data.get("metrics") or {}).get("metrics/oof.json", {}).get("data", {})
+                ens = metrics.get("data", {})
+                if models[0] in oof and "ensemble" in ens:
+                    found.setdefault(
+                        models[0],
+                        {
+                            "experiment": exp.get("name"),
+                            "dice_at_0.5": oof[models[0]]["dice"],
+                            "dice_tuned": ens["ensemble"]["dice"],
+                            "dice_lung_tuned": ens["ensemble"].get("dice_lung"),
+                        },
+                    )
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--train", action="store_true", help="run missing sample experiments")
+    parser.add_argument("--json", type=Path, help="also write the table as JSON")
+    args = parser.parse_args()
+    names = architectures()
+    if args.train:
+        missing = [n for n in names if n not in sample_oof_dice()]
+        for name in missing:
+            print(f"training {name} on the sample dataset (dvc exp run -S model={name}) ...")
+            dvc("exp", "run", "-S", f"model={name}", "-n", f"arch-{name}", "--temp")
+    oof = sample_oof_dice()
+
+    rows = []
+    for name in names:
+        for size in ("sample", "full"):
+            cfg = model_config(name, size)
+            model = build_model(cfg)
+            rows.append(
+                {
+                    "model": name,
+                    "size": size,
+                    "arch": cfg["arch"],
+                    "encoder": cfg["encoder"],
+                    "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+                    "crop": CROP[size],
+                    "s_per_image": round(seconds_per_image(cfg, CROP[size]), 3),
+                    "oof": oof.get(name) if size == "sample" else None,
+                }
+            )
+            del model
+    base = next(r for r in rows if (r["model"], r["size"]) == BASELINE)["s_per_image"]
+    print(
+        f"\nCPU forward+backward per image ({torch.get_num_threads()} threads); baseline = "
+        f"{BASELINE[0]} {BASELINE[1]} ({base:.3f} s/image at {CROP[BASELINE[1]]} px)\n"
+    )
+    header = (
+        f"{'model':<10} {'size':<7} {'arch':<14} {'encoder':<34} {'params M':>8} {'crop':>5} "
+        f"{'s/img':>7} {'x base':>7} {'OOF@0.5':>8} {'OOF tuned':>9} {'lung':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        o = r["oof"] or {}
+
+        def fmt(v: float | None) -> str:
+            return f"{v:.3f}" if isinstance(v, float) else "n/a"
+
+        print(
+            f"{r['model']:<10} {r['size']:<7} {r['arch']:<14} {r['encoder']:<34} "
+            f"{r['params_m']:>8.2f} {r['crop']:>5} {r['s_per_image']:>7.3f} "
+            f"{r['s_per_image'] / base:>7.2f} {fmt(o.get('dice_at_0.5')):>8} "
+            f"{fmt(o.get('dice_tuned')):>9} {fmt(o.get('dice_lung_tuned')):>6}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"baseline": list(BASELINE), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
