@@ -83,3 +83,47 @@ def test_dice_matches_the_competition_definition():
     assert dice(p, t) == pytest.approx(2 * 1 / (2 + 2))
     assert dice(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
     assert dice(np.ones((2, 2)), np.zeros((2, 2))) == 0.0
+
+
+# ---------------------------------------------------------------------------- specialists
+
+
+def test_a_specialist_counts_only_on_its_organs():
+    """The lung specialist: in the ensemble for lung images, absent for every other organ."""
+    from ftuseg.inference import member_weights
+
+    assert member_weights([0.6, 0.4], [None, ["lung"]], "lung") == [0.6, 0.4]
+    assert member_weights([0.6, 0.4], [None, ["lung"]], "kidney") == [0.6, 0.0]
+    with pytest.raises(ValueError, match="covers organ 'kidney'"):
+        member_weights([0.0, 1.0], [None, ["lung"]], "kidney")
+
+    torch.manual_seed(0)
+    general, lung = build_model(TINY), build_model(TINY)
+    image = np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    alone = Predictor([Member(general, 1.0)], 1.0).predict_scaled(image, 1.0)
+    only_lung = Predictor([Member(lung, 1.0)], 1.0).predict_scaled(image, 1.0)
+    ensemble = Predictor([Member(general, 1.0), Member(lung, 1.0, organs=("lung",))], 1.0)
+    np.testing.assert_array_equal(ensemble.predict_scaled(image, 1.0, "kidney"), alone)
+    np.testing.assert_array_equal(
+        ensemble.predict_scaled(image, 1.0, "lung"), combine([alone, only_lung], [0.5, 0.5])
+    )
+
+
+def test_weight_search_uses_a_specialist_where_it_helps():
+    """Planted: the generalist is perfect except on lung, the specialist perfect on lung only."""
+    from ftuseg.evaluation import search_weights
+
+    rng = np.random.default_rng(0)
+    organs = ["kidney", "kidney", "lung", "lung"]
+    truths = [rng.random((24, 24)) > 0.6 for _ in organs]
+    noise = [rng.random((24, 24)) > 0.5 for _ in organs]
+    general = [
+        (t if o != "lung" else n) * 255 for t, n, o in zip(truths, noise, organs, strict=True)
+    ]
+    lung = [(t if o == "lung" else n) * 255 for t, n, o in zip(truths, noise, organs, strict=True)]
+    maps = [[g.astype(np.uint8), s.astype(np.uint8)] for g, s in zip(general, lung, strict=True)]
+    grid = [0.25, 0.5, 0.75]
+    weights, best = search_weights(maps, truths, organs, grid, coverage=[None, ["lung"]])
+    assert weights[1] > weights[0] and best > 0.99
+    no_specialist = search_weights([[m[0]] for m in maps], truths, organs, grid)[1]
+    assert best > no_specialist + 0.2

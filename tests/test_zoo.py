@@ -180,3 +180,39 @@ def test_bad_override_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="cannot compose"):
         write_params(["model=nosuchmodel"], CONF, tmp_path / "p.yaml")
     assert not (tmp_path / "p.yaml").exists()
+
+
+# ---------------------------------------------------------------------------- training options
+
+
+def test_a_model_config_overrides_its_training_params():
+    from ftuseg.train import train_config
+
+    base = {"lr": 2e-3, "epochs": 15, "organ_oversample": {}}
+    cfg = train_config(base, model_config("lung"))
+    assert cfg.organ_oversample == {"lung": 5} and cfg.lr == 2e-3
+    assert train_config(base, model_config("swin")).lr == 1e-3
+    with pytest.raises(ValueError, match="learning_rate"):
+        train_config(base, {"train": {"learning_rate": 1}})
+
+
+def test_lung_oversampling_multiplies_lung_crops(tmp_path):
+    from ftuseg.datasets import CropDataset
+    from ftuseg.prepare import PrepareConfig, prepare, read_index
+    from ftuseg.sample import SampleConfig, generate
+
+    generate(tmp_path / "raw", SampleConfig(train_per_organ=2, test_per_organ=0, field_um=120))
+    prepare(tmp_path / "raw", tmp_path / "prep", PrepareConfig(um_per_px=3.0, n_folds=2))
+    index = read_index(tmp_path / "prep")
+    ids = index["id"].tolist()
+    plain = CropDataset(tmp_path / "prep", ids, 32, samples_per_image=2)
+    more = CropDataset(
+        tmp_path / "prep", ids, 32, samples_per_image=2, organ_oversample={"lung": 5}
+    )
+    lung = set(index.loc[index["organ"] == "lung", "id"])
+    assert len(plain) == 2 * len(ids)
+    assert len(more) == len(plain) + 2 * 4 * len(lung)  # each lung image: 10 crops instead of 2
+    organs = [more[i]["organ"].item() for i in range(len(more))]
+    assert organs.count(4) == 10 * len(lung)  # ORGANS.index("lung") == 4
+    with pytest.raises(ValueError, match="lungs"):
+        CropDataset(tmp_path / "prep", ids, 32, organ_oversample={"lungs": 5})
