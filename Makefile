@@ -28,6 +28,8 @@ bench: setup  ## speed benchmarks against named baselines
 	$(BIN)/python benchmarks/rle.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/stain.py
+	$(BIN)/python benchmarks/models.py
 
 clean-venv:
 	rm -rf $(VENV)
