@@ -30,6 +30,16 @@ def dvc(*args: str) -> str:
     ).stdout
 
 
+def unfinished() -> set[str]:
+    """Experiments still queued, running or failed (their `exp show` rows hold stale metrics)."""
+    names = set()
+    for line in dvc("queue", "status").splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3 and parts[-1] in {"Queued", "Running", "Failed"}:
+            names.add(parts[1])
+    return names
+
+
 def preset_of(params: dict) -> str | None:
     """Which domain preset an experiment's params correspond to (compared on the switches)."""
     if params.get("ensemble", {}).get("models") != ["unet"]:
@@ -54,10 +64,13 @@ def preset_of(params: dict) -> str | None:
 
 def collect() -> dict[str, dict]:
     shown = json.loads(dvc("exp", "show", "--json"))
+    skip = unfinished()
     found: dict[str, dict] = {}
     for rev in shown:
         runs = [rev] + [e for g in rev.get("experiments") or [] for e in g.get("revs", [])]
         for exp in runs:
+            if exp.get("name") in skip or (exp is not rev and exp.get("rev") == "workspace"):
+                continue
             data = exp.get("data") or {}
             params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
             preset = preset_of(params)

@@ -70,13 +70,26 @@ def dvc(*args: str) -> str:
     ).stdout
 
 
+def unfinished() -> set[str]:
+    """Experiments still queued, running or failed (their `exp show` rows hold stale metrics)."""
+    names = set()
+    for line in dvc("queue", "status").splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3 and parts[-1] in {"Queued", "Running", "Failed"}:
+            names.add(parts[1])
+    return names
+
+
 def sample_oof_dice() -> dict[str, dict]:
     """OOF Dice of single-architecture experiments on the sample profile, by architecture."""
     shown = json.loads(dvc("exp", "show", "--json"))
+    skip = unfinished()
     found: dict[str, dict] = {}
     for rev in shown:
         for group in rev.get("experiments") or []:
             for exp in group.get("revs", []):
+                if exp.get("name") in skip or exp.get("rev") == "workspace":
+                    continue
                 data = exp.get("data") or {}
                 params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
                 models = params.get("ensemble", {}).get("models", [])
@@ -97,6 +110,20 @@ def sample_oof_dice() -> dict[str, dict]:
                             "dice_lung_tuned": ens["ensemble"].get("dice_lung"),
                         },
                     )
+    # Architectures of the committed default run (the workspace's `dvc repro`): their single-model
+    # scores are in its ensemble report.
+    oof_path, ens_path = ROOT / "metrics/oof.json", ROOT / "metrics/ensemble.json"
+    if oof_path.is_file() and ens_path.is_file():
+        oof, ens = json.loads(oof_path.read_text()), json.loads(ens_path.read_text())
+        for name, scores in oof.items():
+            single = ens.get("single_models", {}).get(name)
+            if single and name not in found:
+                found[name] = {
+                    "experiment": "workspace",
+                    "dice_at_0.5": scores["dice"],
+                    "dice_tuned": single["dice"],
+                    "dice_lung_tuned": single.get("dice_lung"),
+                }
     return found
 
 

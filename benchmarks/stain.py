@@ -44,9 +44,9 @@ def main() -> None:
     for label, (field_um, um_per_px) in SIZES.items():
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            generate(root / "raw", SampleConfig(train_per_organ=1, test_per_organ=0,
+            generate(root / "raw", SampleConfig(train_per_organ=2, test_per_organ=0,
                                                 field_um=field_um))  # fmt: skip
-            prepare(root / "raw", root / "prep", PrepareConfig(um_per_px=um_per_px, n_folds=1))
+            prepare(root / "raw", root / "prep", PrepareConfig(um_per_px=um_per_px, n_folds=2))
             fits, copies, reads = [], [], []
             for i, image_id in enumerate(read_index(root / "prep")["id"][: args.images]):
                 image, _ = load_prepared(root / "prep", image_id)

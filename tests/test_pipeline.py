@@ -191,7 +191,7 @@ def exp_rows(repo: Path) -> dict[str, dict]:
 def test_model_sweep_is_queued_and_compared_on_per_organ_oof_dice(repo, first_run):
     """`dvc exp run --queue -S 'model=a,b'`: one experiment per architecture, each running the
     whole chain for that architecture alone; `dvc exp show` compares them per organ."""
-    dvc("exp", "run", "--queue", "-S", "model=hrnet,swin", cwd=repo)
+    dvc("exp", "run", "--queue", "-S", "model=hrnet,swin", "submit", cwd=repo)
     dvc("queue", "start", "-j", "1", cwd=repo)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
@@ -212,7 +212,9 @@ def test_model_sweep_is_queued_and_compared_on_per_organ_oof_dice(repo, first_ru
 
 
 def test_exp_run_with_one_model_runs_the_chain_for_it_alone(repo, first_run):
-    out = dvc("exp", "run", "--temp", "-S", "model=segformer", "-n", "only-segformer", cwd=repo)
+    out = dvc(
+        "exp", "run", "--temp", "-S", "model=segformer", "-n", "only-segformer", "submit", cwd=repo
+    )
     stages = ran_stages(out)
     # segformer's training is up to date from the committed run; only its chain re-runs
     assert {"oof", "ensemble", "submit"} <= stages
