@@ -42,8 +42,8 @@ def unfinished() -> set[str]:
 
 def preset_of(params: dict) -> str | None:
     """Which domain preset an experiment's params correspond to (compared on the switches)."""
-    if params.get("ensemble", {}).get("models") != ["unet"]:
-        return None
+    if params.get("ensemble", {}).get("models") != ["unet"] or "augment" not in params:
+        return None  # other models, or a version of the pipeline before these switches
     if params.get("sample", {}).get("field_um") != 480:
         return None
     aug, train = params.get("augment", {}), params.get("train", {})
@@ -63,13 +63,12 @@ def preset_of(params: dict) -> str | None:
 
 
 def collect() -> dict[str, dict]:
-    shown = json.loads(dvc("exp", "show", "--json"))
+    shown = json.loads(dvc("exp", "show", "--json", "--all-commits"))
     skip = unfinished()
     found: dict[str, dict] = {}
     for rev in shown:
-        runs = [rev] + [e for g in rev.get("experiments") or [] for e in g.get("revs", [])]
-        for exp in runs:
-            if exp.get("name") in skip or (exp is not rev and exp.get("rev") == "workspace"):
+        for exp in [e for g in rev.get("experiments") or [] for e in g.get("revs", [])]:
+            if exp.get("name") in skip or exp.get("rev") == "workspace":
                 continue
             data = exp.get("data") or {}
             params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})

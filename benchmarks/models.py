@@ -82,7 +82,7 @@ def unfinished() -> set[str]:
 
 def sample_oof_dice() -> dict[str, dict]:
     """OOF Dice of single-architecture experiments on the sample profile, by architecture."""
-    shown = json.loads(dvc("exp", "show", "--json"))
+    shown = json.loads(dvc("exp", "show", "--json", "--all-commits"))
     skip = unfinished()
     found: dict[str, dict] = {}
     for rev in shown:
@@ -133,6 +133,9 @@ def main() -> None:
     )
     parser.add_argument("--train", action="store_true", help="run missing sample experiments")
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
+    parser.add_argument(
+        "--reuse", type=Path, help="take parameters and timings from an earlier --json output"
+    )
     args = parser.parse_args()
     names = architectures()
     if args.train:
@@ -143,8 +146,18 @@ def main() -> None:
     oof = sample_oof_dice()
 
     rows = []
+    earlier = (
+        {(r["model"], r["size"]): r for r in json.loads(args.reuse.read_text())["rows"]}
+        if args.reuse
+        else {}
+    )
     for name in names:
         for size in ("sample", "full"):
+            if (name, size) in earlier:
+                rows.append(
+                    {**earlier[name, size], "oof": oof.get(name) if size == "sample" else None}
+                )
+                continue
             cfg = model_config(name, size)
             model = build_model(cfg)
             rows.append(
