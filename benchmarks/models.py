@@ -40,7 +40,7 @@ def model_config(name: str, size: str) -> dict:
     return {**cfg, "pretrained": False, "weights_file": None}  # timing needs no weights
 
 
-def seconds_per_image(cfg: dict, crop: int, batch: int = 2, repeats: int = 2) -> float:
+def seconds_per_image(cfg: dict, crop: int, batch: int = 2, repeats: int = 1) -> float:
     """Forward + backward (with the config's training heads) per image, best of ``repeats``."""
     torch.manual_seed(0)
     model = build_model(cfg).train()
@@ -84,6 +84,9 @@ def sample_oof_dice() -> dict[str, dict]:
     """OOF Dice of single-architecture experiments on the sample profile, by architecture."""
     shown = json.loads(dvc("exp", "show", "--json", "--all-commits"))
     skip = unfinished()
+    # Only experiments trained with the current recipe (augmentation, stain, training params).
+    current = yaml.safe_load((ROOT / "params.yaml").read_text())
+    recipe = ("augment", "stain", "train", "inference", "prepare")
     found: dict[str, dict] = {}
     for rev in shown:
         for group in rev.get("experiments") or []:
@@ -96,6 +99,8 @@ def sample_oof_dice() -> dict[str, dict]:
                 if len(models) != 1 or params.get("data", {}).get("raw_dir") != "data/sample":
                     continue
                 if params.get("sample", {}).get("field_um") != 480:  # the sample profile only
+                    continue
+                if any(params.get(k) != current.get(k) for k in recipe):
                     continue
                 metrics = (data.get("metrics") or {}).get("metrics/ensemble.json", {})
                 oof = (data.get("metrics") or {}).get("metrics/oof.json", {}).get("data", {})
