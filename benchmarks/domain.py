@@ -14,30 +14,12 @@ the difference to the baseline measured in the same set of experiments.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from experiments import dvc, finished_experiments
+
 PRESETS = ("none", "copies", "normalize", "scale", "all")
 ORGANS = ("kidney", "prostate", "largeintestine", "spleen", "lung")
-
-
-def dvc(*args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout
-
-
-def unfinished() -> set[str]:
-    """Experiments still queued, running or failed (their `exp show` rows hold stale metrics)."""
-    names = set()
-    for line in dvc("queue", "status").splitlines()[1:]:
-        parts = line.split()
-        if len(parts) >= 3 and parts[-1] in {"Queued", "Running", "Failed"}:
-            names.add(parts[1])
-    return names
 
 
 def preset_of(params: dict) -> str | None:
@@ -63,21 +45,13 @@ def preset_of(params: dict) -> str | None:
 
 
 def collect() -> dict[str, dict]:
-    shown = json.loads(dvc("exp", "show", "--json", "--all-commits"))
-    skip = unfinished()
     found: dict[str, dict] = {}
-    for rev in shown:
-        for exp in [e for g in rev.get("experiments") or [] for e in g.get("revs", [])]:
-            if exp.get("name") in skip or exp.get("rev") == "workspace":
-                continue
-            data = exp.get("data") or {}
-            params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
-            preset = preset_of(params)
-            metrics = data.get("metrics") or {}
-            test = metrics.get("metrics/test.json", {}).get("data", {})
-            oof = metrics.get("metrics/ensemble.json", {}).get("data", {}).get("ensemble", {})
-            if preset and test.get("scored") and preset not in found:
-                found[preset] = {"name": exp.get("name") or "workspace", "test": test, "oof": oof}
+    for name, params, metrics in finished_experiments():
+        preset = preset_of(params)
+        test = metrics.get("metrics/test.json", {})
+        oof = metrics.get("metrics/ensemble.json", {}).get("ensemble", {})
+        if preset and test.get("scored") and preset not in found:
+            found[preset] = {"name": name or "workspace", "test": test, "oof": oof}
     return found
 
 

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 import yaml
+from experiments import ROOT, dvc, finished_experiments
 
 from ftuseg.losses import SegmentationLoss
 from ftuseg.models import build_model
 
-ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 CROP = {"sample": 160, "full": 512}
 BASELINE = ("unet", "sample")
@@ -64,57 +62,31 @@ def seconds_per_image(cfg: dict, crop: int, batch: int = 2, repeats: int = 1) ->
     return best / batch
 
 
-def dvc(*args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout
-
-
-def unfinished() -> set[str]:
-    """Experiments still queued, running or failed (their `exp show` rows hold stale metrics)."""
-    names = set()
-    for line in dvc("queue", "status").splitlines()[1:]:
-        parts = line.split()
-        if len(parts) >= 3 and parts[-1] in {"Queued", "Running", "Failed"}:
-            names.add(parts[1])
-    return names
-
-
 def sample_oof_dice() -> dict[str, dict]:
     """OOF Dice of single-architecture experiments on the sample profile, by architecture."""
-    shown = json.loads(dvc("exp", "show", "--json", "--all-commits"))
-    skip = unfinished()
     # Only experiments trained with the current recipe (augmentation, stain, training params).
     current = yaml.safe_load((ROOT / "params.yaml").read_text())
     recipe = ("augment", "stain", "train", "inference", "prepare")
     found: dict[str, dict] = {}
-    for rev in shown:
-        for group in rev.get("experiments") or []:
-            for exp in group.get("revs", []):
-                if exp.get("name") in skip or exp.get("rev") == "workspace":
-                    continue
-                data = exp.get("data") or {}
-                params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
-                models = params.get("ensemble", {}).get("models", [])
-                if len(models) != 1 or params.get("data", {}).get("raw_dir") != "data/sample":
-                    continue
-                if params.get("sample", {}).get("field_um") != 480:  # the sample profile only
-                    continue
-                if any(params.get(k) != current.get(k) for k in recipe):
-                    continue
-                metrics = (data.get("metrics") or {}).get("metrics/ensemble.json", {})
-                oof = (data.get("metrics") or {}).get("metrics/oof.json", {}).get("data", {})
-                ens = metrics.get("data", {})
-                if models[0] in oof and "ensemble" in ens:
-                    found.setdefault(
-                        models[0],
-                        {
-                            "experiment": exp.get("name"),
-                            "dice_at_0.5": oof[models[0]]["dice"],
-                            "dice_tuned": ens["ensemble"]["dice"],
-                            "dice_lung_tuned": ens["ensemble"].get("dice_lung"),
-                        },
-                    )
+    for name, params, metrics in finished_experiments():
+        models = params.get("ensemble", {}).get("models", [])
+        if len(models) != 1 or params.get("data", {}).get("raw_dir") != "data/sample":
+            continue
+        if params.get("sample", {}).get("field_um") != 480:  # the sample profile only
+            continue
+        if any(params.get(k) != current.get(k) for k in recipe):
+            continue
+        oof, ens = metrics.get("metrics/oof.json", {}), metrics.get("metrics/ensemble.json", {})
+        if models[0] in oof and "ensemble" in ens:
+            found.setdefault(
+                models[0],
+                {
+                    "experiment": name,
+                    "dice_at_0.5": oof[models[0]]["dice"],
+                    "dice_tuned": ens["ensemble"]["dice"],
+                    "dice_lung_tuned": ens["ensemble"].get("dice_lung"),
+                },
+            )
     # Architectures of the committed default run (the workspace's `dvc repro`): their single-model
     # scores are in its ensemble report.
     oof_path, ens_path = ROOT / "metrics/oof.json", ROOT / "metrics/ensemble.json"

@@ -143,11 +143,6 @@ def test_pretrained_weights_from_a_local_file(name, tmp_path):
         build_model({**cfg, "weights_file": str(tmp_path / "missing.safetensors")})
 
 
-def test_unknown_architecture_is_named():
-    with pytest.raises(ValueError, match="unknown model architecture 'nope'"):
-        build_model({"arch": "nope"})
-
-
 # ---------------------------------------------------------------------------- Hydra params
 
 
