@@ -3,6 +3,7 @@ plots and the badcase gallery."""
 
 from pathlib import Path
 
+import _checkout  # noqa: F401  (before any ftuseg import)
 import pandas as pd
 import typer
 

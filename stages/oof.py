@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import _checkout  # noqa: F401  (before any ftuseg import)
 import typer
 
 from ftuseg.evaluation import run_oof, write_table

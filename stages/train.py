@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import _checkout  # noqa: F401  (before any ftuseg import)
 import typer
 
 from ftuseg.augment import AugmentConfig

@@ -3,9 +3,11 @@ and use the model (architecture config, training scale, provenance)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import DataError
@@ -16,14 +18,33 @@ WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
 
 
+def savable_tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors that safetensors accepts.
+
+    safetensors refuses tensors sharing memory; some encoders tie modules (CoaT's serial blocks
+    and its conv position encodings share one module), so their state dict lists the same
+    storage under several names. Each later alias gets its own copy; loading writes the same
+    values into the shared parameter once per name.
+    """
+    seen: set[int] = set()
+    tensors = {}
+    for name, value in state.items():
+        tensor = value.detach().cpu()
+        storage = tensor.untyped_storage().data_ptr()
+        if storage in seen and tensor.numel():
+            tensor = tensor.clone()
+        seen.add(storage)
+        tensors[name] = tensor.contiguous()
+    return tensors
+
+
 def save_checkpoint(directory: str | Path, model: Segmenter, meta: dict[str, Any]) -> None:
     """Write ``model.safetensors`` and ``model.json`` into ``directory``, each atomically."""
     directory = Path(directory)
     if "model_cfg" not in meta or "um_per_px" not in meta:
         raise ValueError("checkpoint meta needs 'model_cfg' and 'um_per_px'")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
+        save_file(savable_tensors(model.state_dict()), str(tmp), metadata={"format": "pt"})
     write_json(directory / META_NAME, meta)
 
 

@@ -30,6 +30,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from .checkpoint import savable_tensors
 from .utils import atomic_path, write_json
 
 STATE_TENSORS = "state.safetensors"
@@ -96,14 +97,14 @@ def save_state(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     optim_tensors, optim_scalars = _flatten_optimizer(optimizer.state_dict())
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(optim_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     if best_weights is not None:
         tensors.update({f"best.{k}": v for k, v in best_weights.items()})
     meta = {**state.to_json(), "optimizer": optim_scalars}
     with atomic_path(directory / STATE_TENSORS) as tmp:
-        save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
+        save_file(savable_tensors(tensors), str(tmp), metadata={"state": json.dumps(meta)})
     write_json(directory / STATE_JSON, meta)
 
 
