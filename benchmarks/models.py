@@ -128,8 +128,8 @@ def main() -> None:
         missing = [n for n in names if n not in sample_oof_dice()]
         for name in missing:
             # A specialist trains beside the baseline generalist it completes.
-            organs = yaml.safe_load((CONF / "models" / name / "sample.yaml").read_text())["organs"]
-            choice = f"ensemble.models=[{BASELINE[0]},{name}]" if organs else f"model={name}"
+            specialist = model_config(name, "sample")["organs"]
+            choice = f"ensemble.models=[{BASELINE[0]},{name}]" if specialist else f"model={name}"
             print(f"training {name} on the sample dataset (dvc exp run -S {choice}) ...")
             dvc("exp", "run", "-S", choice, "-n", f"arch-{name}", "--temp")
     oof = sample_oof_dice()
