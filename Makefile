@@ -1,20 +1,28 @@
 # Two entry points for a fresh clone (see README): `make repro` and `make test`.
-# Both create (or reuse) the virtual environment in $(VENV).
+# Both create (or reuse) the virtual environment in $(VENV), installed from uv.lock exactly:
+# every package at the version the committed dvc.lock and metrics were produced with.
 
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.8
+# uv installs into $(VENV); --locked fails instead of re-resolving when uv.lock is stale.
+UV := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
 
-.PHONY: setup repro test lint bench clean-venv
+.PHONY: setup lock repro test lint bench clean-venv
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(STAMP): pyproject.toml uv.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(UV) sync --locked --extra dev
 	touch $(STAMP)
 
-setup: $(STAMP)  ## create/refresh the virtual environment
+setup: $(STAMP)  ## create/refresh the virtual environment from uv.lock
+
+lock:  ## re-resolve every dependency to its newest allowed version (then re-run the pipeline)
+	test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet uv==$(UV_VERSION); }
+	$(UV) lock --upgrade
 
 repro: setup  ## run the whole DVC pipeline (sample data by default)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
