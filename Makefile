@@ -7,7 +7,9 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.8
-# uv installs into $(VENV); --locked fails instead of re-resolving when uv.lock is stale.
+# uv installs into $(VENV); --locked fails instead of re-resolving when uv.lock is stale;
+# --compile-bytecode writes every .pyc once (each stage process then imports torch + timm in
+# 6 s instead of 17 s when PYTHONDONTWRITEBYTECODE is set).
 UV := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
 
 .PHONY: setup lock repro test lint bench clean-venv
@@ -15,7 +17,7 @@ UV := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
-	$(UV) sync --locked --extra dev
+	$(UV) sync --locked --extra dev --compile-bytecode
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create/refresh the virtual environment from uv.lock

@@ -32,7 +32,7 @@ def preset_of(params: dict) -> str | None:
     key = (
         train.get("stain_copy_prob", 0) > 0,
         params.get("stain", {}).get("normalize", {}).get("method", "none") != "none",
-        params.get("inference", {}).get("assume_pixel_size") is None,
+        params.get("inference", {}).get("scale_handling", True),
         aug.get("hed", 0) > 0,
     )
     return {

@@ -7,11 +7,12 @@ import _checkout  # noqa: F401  (before any ftuseg import)
 import pandas as pd
 import typer
 
+from ftuseg.ensemble_search import search_ensemble
 from ftuseg.errors import DataError
-from ftuseg.evaluation import read_coverage, search_ensemble, write_table
 from ftuseg.gallery import write_gallery
-from ftuseg.stage import group, inference_config, load_params, stage_main
-from ftuseg.utils import write_json
+from ftuseg.layout import read_coverage
+from ftuseg.stage import group, load_params, stage_main
+from ftuseg.utils import write_csv, write_json
 
 app = typer.Typer(add_completion=False)
 
@@ -37,7 +38,8 @@ def main(
             f"params.yaml: ensemble.weights names models not in ensemble.models: {sorted(unknown)}"
         )
     raw_dir = group(p, "data")["raw_dir"]
-    inference = inference_config(p)
+    # Only the post-processing of the engine matters here: no torch, no model zoo.
+    min_component_um2 = float(group(p, "inference")["min_component_um2"])
     result = search_ensemble(
         raw_dir,
         prepared,
@@ -46,19 +48,20 @@ def main(
         ens["thresholds"],
         um_per_px=float(group(p, "prepare")["um_per_px"]),
         fixed_weights=fixed,
-        min_component_um2=inference.min_component_um2,
+        min_component_um2=min_component_um2,
+        untuned_threshold=ens.get("untuned_threshold"),
     )
     result.config.save(out)
     write_json(metrics, result.metrics)
-    write_table(plots / "thresholds.csv", result.curves)
+    write_csv(plots / "thresholds.csv", result.curves)
     organ_dice = {
         k[len("dice_") :]: v for k, v in result.metrics["ensemble"].items() if k.startswith("dice_")
     }
-    write_table(
+    write_csv(
         plots / "organ_dice.csv",
         pd.DataFrame({"organ": list(organ_dice), "dice": list(organ_dice.values())}),
     )
-    write_table(plots / "oof_per_image.csv", result.per_image)
+    write_csv(plots / "oof_per_image.csv", result.per_image)
     write_gallery(
         raw_dir,
         oof,
@@ -68,7 +71,7 @@ def main(
         result.per_image,
         gallery,
         worst_k=int(ens.get("gallery_worst_k", 2)),
-        min_component_um2=inference.min_component_um2,
+        min_component_um2=min_component_um2,
         coverage=read_coverage(oof, models),
     )
     typer.echo(

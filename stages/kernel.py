@@ -5,9 +5,10 @@ from pathlib import Path
 import _checkout  # noqa: F401  (before any ftuseg import)
 import typer
 
-from ftuseg.evaluation import load_folds
+from ftuseg.inference import InferenceConfig
 from ftuseg.kaggle import DATASET_DIR, KernelConfig, build_kernel, measure_runtime
-from ftuseg.stage import group, inference_config, load_params, stage_main
+from ftuseg.prepare import load_folds
+from ftuseg.stage import load_params, make_config, stage_main
 from ftuseg.utils import write_json
 
 app = typer.Typer(add_completion=False)
@@ -29,8 +30,8 @@ def main(
         models_dir,
         ensemble,
         load_folds(prepared),
-        inference_config(p),
-        KernelConfig(**group(p, "kernel")),
+        make_config(InferenceConfig, p, "inference"),
+        make_config(KernelConfig, p, "kernel"),
         project_root=Path("."),
     )
     typer.echo(

@@ -5,9 +5,10 @@ from pathlib import Path
 import _checkout  # noqa: F401  (before any ftuseg import)
 import typer
 
-from ftuseg.evaluation import run_oof, write_table
-from ftuseg.stage import group, inference_config, load_params, stage_main
-from ftuseg.utils import write_json
+from ftuseg.inference import InferenceConfig
+from ftuseg.oof import run_oof
+from ftuseg.stage import group, load_params, make_config, stage_main
+from ftuseg.utils import write_csv, write_json
 
 app = typer.Typer(add_completion=False)
 
@@ -29,10 +30,10 @@ def main(
         models_dir,
         group(p, "ensemble")["models"],
         out,
-        inference_config(p),
+        make_config(InferenceConfig, p, "inference"),
     )
     write_json(metrics, result)
-    write_table(per_image, table)
+    write_csv(per_image, table)
     for name, m in result.items():
         typer.echo(f"oof {name}: Dice {m['dice']:.4f} over {m['n_images']} images")
 

@@ -4,9 +4,13 @@ from pathlib import Path
 
 import _checkout  # noqa: F401  (before any ftuseg import)
 import typer
+from rich.progress import track
 
-from ftuseg.evaluation import EnsembleConfig, load_folds, make_submission
-from ftuseg.stage import group, inference_config, load_params, stage_main
+from ftuseg.ensemble_config import EnsembleConfig
+from ftuseg.inference import InferenceConfig
+from ftuseg.prepare import load_folds
+from ftuseg.stage import group, load_params, make_config, stage_main
+from ftuseg.submission import make_submission
 from ftuseg.utils import write_json
 
 app = typer.Typer(add_completion=False)
@@ -29,7 +33,8 @@ def main(
         EnsembleConfig.load(ensemble),
         load_folds(prepared),
         out,
-        inference_config(p),
+        make_config(InferenceConfig, p, "inference"),
+        progress=lambda rows: track(rows, description="predict test images"),
     )
     write_json(metrics, result)
     scored = f", test Dice {result['dice']:.4f}" if result.get("scored") else ""

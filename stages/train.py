@@ -9,7 +9,7 @@ import typer
 from ftuseg.augment import AugmentConfig
 from ftuseg.distributed import launched_by_torchrun, relaunch
 from ftuseg.errors import DataError
-from ftuseg.evaluation import checkpoint_dir
+from ftuseg.layout import checkpoint_dir
 from ftuseg.stage import group, load_params, stage_main
 from ftuseg.stain import NormalizeConfig
 from ftuseg.train import train_config, train_fold

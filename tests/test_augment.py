@@ -20,6 +20,7 @@ from ftuseg.augment import (
     thickness_adapt,
 )
 from ftuseg.datasets import CropDataset
+from ftuseg.errors import DataError
 from ftuseg.prepare import PrepareConfig, load_prepared, prepare
 from ftuseg.sample import SampleConfig, generate
 from ftuseg.stain import (
@@ -199,12 +200,26 @@ def test_normalisation_moves_colours_toward_the_reference(prepared):
         np.testing.assert_array_equal(out, normalizer(image))  # deterministic
 
 
-def test_normalising_a_tissue_free_image_warns_and_keeps_it(caplog):
+def test_a_tissue_free_image_is_an_error_unless_the_policy_keeps_it(caplog):
     blank = np.full((64, 64, 3), 250, np.uint8)
+    with pytest.raises(DataError, match=r"blank\.tiff: no tissue found"):
+        StainNormalizer(NormalizeConfig(method="vahadane"))(blank, "blank.tiff")
     with caplog.at_level(logging.WARNING):
-        out = StainNormalizer(NormalizeConfig(method="vahadane"))(blank, "blank.tiff")
+        out = StainNormalizer(NormalizeConfig(method="vahadane", no_tissue="keep"))(
+            blank, "blank.tiff"
+        )
     np.testing.assert_array_equal(out, blank)
-    assert "blank.tiff" in caplog.text
+    assert "blank.tiff" in caplog.text and "un-normalised" in caplog.text
+    with pytest.raises(DataError, match="no_tissue"):
+        NormalizeConfig(method="vahadane", no_tissue="ignore")
+
+
+def test_images_without_stain_copies_are_an_error(prepared, tmp_path):
+    table = run_stain_stage(prepared, tmp_path / "s", StainAugmentConfig(copies=1))
+    ids = sorted(set(table["id"]))
+    (tmp_path / "s/index.csv").write_text(table[table["id"] != ids[0]].to_csv(index=False))
+    with pytest.raises(DataError, match=f"no stain copies of image.*{ids[0]}"):
+        load_copies(tmp_path / "s", ids)
 
 
 def test_bad_stain_settings_are_clear_errors(tmp_path):
@@ -243,10 +258,18 @@ def test_inference_repeats_the_normalisation_recorded_in_the_checkpoint(prepared
     assert not np.array_equal(plain.predict_scaled(image, 2.0), normed.predict_scaled(image, 2.0))
     with pytest.raises(ValueError, match="different stain normalisations"):
         Predictor.from_checkpoints([(tmp_path / "plain", 1.0), (tmp_path / "norm", 1.0)])
-    # the scale ablation switch: every image treated as 0.4 µm/px whatever its csv says
+    # the scale ablation switch: every image treated as the training images' pixel size (0.4
+    # µm/px here) whatever its csv says
+    save_checkpoint(tmp_path / "hpa", model, {**meta, "um_per_px": 2.0, "train_pixel_sizes": [0.4]})
     naive = Predictor.from_checkpoints(
-        [(tmp_path / "plain", 1.0)], InferenceConfig(assume_pixel_size=0.4)
+        [(tmp_path / "hpa", 1.0)], InferenceConfig(scale_handling=False)
     )
     h, w = image.shape[:2]
     assert plain.predict_scaled(image, 1.0).shape == (h // 2, w // 2)
     assert naive.predict_scaled(image, 1.0).shape == (round(h * 0.2), round(w * 0.2))
+    # ... which needs the one training pixel size recorded: a clear error otherwise
+    unknown = Predictor.from_checkpoints(
+        [(tmp_path / "plain", 1.0)], InferenceConfig(scale_handling=False)
+    )
+    with pytest.raises(DataError, match="scale_handling: false"):
+        unknown.predict_scaled(image, 1.0)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ftuseg.data import image_path, read_image, read_metadata
-from ftuseg.evaluation import search_weights
+from ftuseg.ensemble_search import search_weights
 from ftuseg.gallery import FN_COLOUR, FP_COLOUR, TP_COLOUR, overlay
 from ftuseg.inference import (
     InferenceConfig,
@@ -17,11 +17,10 @@ from ftuseg.inference import (
     blend_window,
     dihedral_tensor,
     inverse_dihedral_tensor,
-    postprocess,
-    quantize,
     tile_starts,
     tiles,
 )
+from ftuseg.maps import postprocess, quantize
 from ftuseg.metrics import dice
 from ftuseg.models import Segmenter
 from ftuseg.sample import SampleConfig, generate

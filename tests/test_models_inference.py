@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from ftuseg.checkpoint import load_checkpoint, save_checkpoint
-from ftuseg.evaluation import threshold_counts
-from ftuseg.inference import Member, Predictor, binarize, combine, to_original
+from ftuseg.ensemble_search import threshold_counts
+from ftuseg.inference import Member, Predictor
+from ftuseg.maps import binarize, combine, to_original
 from ftuseg.metrics import dice, dice_from_counts
 from ftuseg.models import build_model, list_models
 
@@ -90,7 +91,7 @@ def test_dice_matches_the_competition_definition():
 
 def test_a_specialist_counts_only_on_its_organs():
     """The lung specialist: in the ensemble for lung images, absent for every other organ."""
-    from ftuseg.inference import member_weights
+    from ftuseg.maps import member_weights
 
     assert member_weights([0.6, 0.4], [None, ["lung"]], "lung") == [0.6, 0.4]
     assert member_weights([0.6, 0.4], [None, ["lung"]], "kidney") == [0.6, 0.0]
@@ -111,7 +112,7 @@ def test_a_specialist_counts_only_on_its_organs():
 
 def test_weight_search_uses_a_specialist_where_it_helps():
     """Planted: the generalist is perfect except on lung, the specialist perfect on lung only."""
-    from ftuseg.evaluation import search_weights
+    from ftuseg.ensemble_search import search_weights
 
     rng = np.random.default_rng(0)
     organs = ["kidney", "kidney", "lung", "lung"]

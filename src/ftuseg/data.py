@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -116,6 +117,16 @@ def decode_mask(rle: object, shape: tuple[int, int], where: str) -> np.ndarray:
     """Decode an RLE into a C-contiguous (H, W) uint8 mask; errors are prefixed by ``where``."""
     validate_rle(rle, shape, where)
     return np.ascontiguousarray(rle_codec.decode(rle, (int(shape[0]), int(shape[1]))))
+
+
+def row_mask(row: Any, csv_path: str | Path, rle: object = None) -> np.ndarray:
+    """The truth mask of one validated csv row (``rle`` overrides the row's own, e.g. from a
+    labels file); errors name the file and the row."""
+    return decode_mask(
+        row.rle if rle is None else rle,
+        (int(row.img_height), int(row.img_width)),
+        f"{csv_path}: row id={row.id}",
+    )
 
 
 def image_path(raw_dir: str | Path, split: str, image_id: str) -> Path:

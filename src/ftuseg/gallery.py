@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .data import decode_mask, image_path, read_image, read_metadata
-from .evaluation import read_oof_map
-from .inference import combine, member_weights, postprocess, to_original
+from .data import image_path, read_image, read_metadata, row_mask
+from .layout import read_oof_map
+from .maps import ensemble_prob, member_weights, postprocess
 from .utils import atomic_path
 
 TP_COLOUR = (255, 255, 0)  # yellow
@@ -49,20 +49,24 @@ def write_gallery(
 ) -> list[Path]:
     """Write ``{organ}_{rank}_{id}_dice{d}.png`` for the ``worst_k`` images of each organ."""
     raw_dir = Path(raw_dir)
-    meta = read_metadata(raw_dir / "train.csv", "train").set_index("id", drop=False)
+    csv_path = raw_dir / "train.csv"
+    meta = read_metadata(csv_path, "train").set_index("id", drop=False)
     written = []
     with atomic_path(out_dir, is_dir=True) as tmp:
         for organ, group in per_image.groupby("organ"):
             worst = group.sort_values(["dice", "id"]).head(worst_k)
             for rank, row in enumerate(worst.itertuples(index=False), start=1):
                 m = meta.loc[row.id]
-                shape = (int(m.img_height), int(m.img_width))
+                truth = row_mask(m, csv_path)
+                shape = truth.shape
                 image = read_image(image_path(raw_dir, "train", row.id), shape)
-                truth = decode_mask(m.rle, shape, f"{raw_dir / 'train.csv'}: row id={row.id}")
                 w = member_weights(weights, coverage or [None] * len(models), organ)
-                q = combine([read_oof_map(oof_dir, n, row.id) for n in models], w)
+                maps = [read_oof_map(oof_dir, n, row.id) for n in models]
                 pred = postprocess(
-                    to_original(q, shape), thresholds[organ], m.pixel_size, min_component_um2
+                    ensemble_prob(maps, w, shape),
+                    thresholds[organ],
+                    m.pixel_size,
+                    min_component_um2,
                 )
                 picture = overlay(image, truth, pred)
                 scale = max_side / max(shape)

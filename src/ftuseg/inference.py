@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
+from .errors import DataError
+from .maps import accumulate, member_weights, quantize, to_original
 from .models import Segmenter
-from .scale import resize_prob, to_scale
+from .scale import to_scale
 
 WINDOWS = ("gaussian", "cosine", "flat")
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -50,9 +51,11 @@ class InferenceConfig:
     precision: str = "fp16"  # fp32 | fp16 | bf16; reduced precision applies on CUDA only
     min_component_um2: float = 0.0  # drop predicted components smaller than this area
     device: str = "auto"
-    # Ablation switch: treat every image as if it had this µm/px instead of its csv pixel_size
-    # (0.4 = a pipeline that assumes HPA resolution everywhere). None = physical scale handling.
-    assume_pixel_size: float | None = None
+    # Ablation switch. True: every image is resampled from its csv pixel_size (physical scale).
+    # False: every image is treated as if it had the training images' pixel size, i.e. fed at
+    # its native resolution as a pipeline that ignores µm/px would (recorded in the checkpoint,
+    # so the switch means the same whatever resolution the training data has).
+    scale_handling: bool = True
 
     def __post_init__(self) -> None:
         if self.tile_size < 1 or self.batch_size < 1:
@@ -66,59 +69,6 @@ class InferenceConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"inference.precision must be one of {tuple(PRECISIONS)}")
         object.__setattr__(self, "tta", tuple(int(k) for k in self.tta))
-
-
-# ------------------------------------------------------------------------------ quantisation
-
-
-def quantize(prob: np.ndarray) -> np.ndarray:
-    """Probability in [0, 1] -> uint8 (0..255), rounding to nearest (float32 throughout)."""
-    scaled = np.multiply(prob, np.float32(255.0), dtype=np.float32)
-    return np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled).astype(np.uint8)
-
-
-def dequantize(q: np.ndarray) -> np.ndarray:
-    return q.astype(np.float32) / 255.0
-
-
-def accumulate(acc: np.ndarray | None, q: np.ndarray, weight: float) -> np.ndarray:
-    """Add a quantised member map with a (normalised) weight to a running float32 sum."""
-    term = np.float32(weight) * dequantize(q)
-    return term if acc is None else acc + term
-
-
-def combine(maps: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """Weighted mean of quantised member maps, quantised again.
-
-    The Predictor folds its members in with the same :func:`accumulate` steps, so an ensemble
-    evaluated from stored OOF maps gives bit-identical probabilities to running it on the image.
-    """
-    total = float(sum(weights))
-    acc = None
-    for q, w in zip(maps, weights, strict=True):
-        acc = accumulate(acc, q, w / total)
-    return quantize(acc)
-
-
-def member_weights(
-    weights: Sequence[float],
-    coverage: Sequence[Sequence[str] | None],
-    organ: str | None,
-) -> list[float]:
-    """The members' weights for an image of ``organ``: a specialist member (``coverage`` lists
-    its organs; ``None`` = every organ) counts only on its organs. An unknown organ keeps all."""
-    out = [
-        float(w) if organ is None or cov is None or organ in cov else 0.0
-        for w, cov in zip(weights, coverage, strict=True)
-    ]
-    if sum(out) <= 0:
-        raise ValueError(f"no ensemble member with a positive weight covers organ {organ!r}")
-    return out
-
-
-def to_original(q: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A quantised model-scale probability map resampled to the original (H, W), as float32."""
-    return resize_prob(dequantize(q), shape)
 
 
 # ------------------------------------------------------------------------------ tiles
@@ -200,6 +150,9 @@ class Predictor:
     um_per_px: float
     config: InferenceConfig = field(default_factory=InferenceConfig)
     normalize: Any = None  # stain normaliser (RGB uint8 -> RGB uint8) the members were trained with
+    # Pixel sizes (µm/px) of the members' training images, from the checkpoints; what
+    # ``scale_handling: false`` assumes every image has.
+    train_pixel_sizes: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -221,9 +174,10 @@ class Predictor:
         cls, checkpoints: Sequence[tuple[str | Path, float]], config: InferenceConfig | None = None
     ) -> Predictor:
         """Load ``(checkpoint_dir, weight)`` pairs; all must share one training scale."""
-        members, scales, stains = [], set(), set()
+        members, scales, stains, sources = [], set(), set(), set()
         for directory, weight in checkpoints:
             model, meta = load_checkpoint(directory)
+            sources.update(float(s) for s in meta.get("train_pixel_sizes", []))
             stains.add(
                 json.dumps(meta.get("stain_normalize") or {"method": "none"}, sort_keys=True)
             )
@@ -242,7 +196,23 @@ class Predictor:
             from .stain import NormalizeConfig, StainNormalizer
 
             normalize = StainNormalizer(NormalizeConfig(**stain))
-        return cls(members, scales.pop(), config or InferenceConfig(), normalize)
+        return cls(
+            members, scales.pop(), config or InferenceConfig(), normalize, tuple(sorted(sources))
+        )
+
+    def source_pixel_size(self, pixel_size: float) -> float:
+        """The µm/px an image is resampled from: its own, or with ``scale_handling: false`` the
+        one pixel size of the training images."""
+        if self.config.scale_handling:
+            return pixel_size
+        if len(self.train_pixel_sizes) != 1:
+            raise DataError(
+                "inference.scale_handling: false treats every image as if it had the training "
+                "images' pixel size, but the checkpoints record "
+                f"{list(self.train_pixel_sizes) or 'none'} (it needs exactly one; re-run the "
+                "train stages, or keep scale_handling: true)"
+            )
+        return self.train_pixel_sizes[0]
 
     def _forward(self, model: Segmenter, batch: torch.Tensor) -> torch.Tensor:
         """Mean sigmoid probability over the TTA transforms, back in the input orientation."""
@@ -287,9 +257,7 @@ class Predictor:
     ) -> np.ndarray:
         """Ensemble probability at the training scale, quantised to uint8. With ``organ``,
         specialist members count only on their organs (same arithmetic as :func:`combine`)."""
-        if self.config.assume_pixel_size is not None:
-            pixel_size = self.config.assume_pixel_size
-        scaled = to_scale(image, pixel_size, self.um_per_px)
+        scaled = to_scale(image, self.source_pixel_size(pixel_size), self.um_per_px)
         if self.normalize is not None:
             scaled = self.normalize(scaled, "image")
         # A (3, H, W) uint8 view of the resampled image: no float copy of the whole image.
@@ -307,29 +275,3 @@ class Predictor:
     def predict(self, image: np.ndarray, pixel_size: float, organ: str | None = None) -> np.ndarray:
         """Ensemble probability (float32) at the image's original size."""
         return to_original(self.predict_scaled(image, pixel_size, organ), image.shape[:2])
-
-
-# ------------------------------------------------------------------------------ masks
-
-
-def binarize(prob: np.ndarray, threshold: float) -> np.ndarray:
-    """Foreground where the probability is strictly above the threshold."""
-    return (prob > threshold).astype(np.uint8)
-
-
-def remove_small_components(mask: np.ndarray, min_pixels: float) -> np.ndarray:
-    """Drop 8-connected components with fewer than ``min_pixels`` pixels."""
-    if min_pixels <= 1:
-        return mask
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    keep = stats[:, cv2.CC_STAT_AREA] >= min_pixels
-    keep[0] = False  # background
-    return keep[labels].astype(np.uint8) if n > 1 else mask
-
-
-def postprocess(
-    prob: np.ndarray, threshold: float, pixel_size: float, min_component_um2: float
-) -> np.ndarray:
-    """Threshold, then remove components smaller than ``min_component_um2`` (µm², physical)."""
-    mask = binarize(prob, threshold)
-    return remove_small_components(mask, min_component_um2 / pixel_size**2)

@@ -9,6 +9,7 @@ loop as the pipeline's submit stage, writes ``submission.csv`` and logs the runt
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ import pandas as pd
 
 from . import __version__
 from .data import read_metadata
+from .ensemble_config import EnsembleConfig
 from .errors import DataError
-from .evaluation import EnsembleConfig, predict_test, write_submission
 from .inference import InferenceConfig, Predictor
-from .utils import read_json, read_yaml
+from .submission import predict_test, submission_table
+from .utils import read_json, read_yaml, write_csv
 
 log = logging.getLogger("ftuseg.kernel")
 
@@ -29,13 +31,26 @@ ENSEMBLE_NAME = "ensemble.yaml"
 INFERENCE_NAME = "inference.yaml"
 
 
+BUNDLE_ENV = "FTUSEG_KAGGLE_BUNDLE"  # picks one model bundle when several are attached
+
+
 def find_bundle(input_root: str | Path) -> Path:
-    """The model dataset folder: the one holding ``ftuseg-bundle.json``."""
+    """The model dataset folder: the one holding ``ftuseg-bundle.json``. Several attached
+    bundles are an error unless ``$FTUSEG_KAGGLE_BUNDLE`` names the folder to use."""
+    chosen = os.environ.get(BUNDLE_ENV)
+    if chosen:
+        if not (Path(chosen) / BUNDLE_MARKER).is_file():
+            raise DataError(f"{BUNDLE_ENV}={chosen}: no {BUNDLE_MARKER} in that folder")
+        return Path(chosen)
     hits = sorted(Path(input_root).rglob(BUNDLE_MARKER))
     if not hits:
         raise DataError(f"{input_root}: no {BUNDLE_MARKER} found (is the model dataset attached?)")
     if len(hits) > 1:
-        log.warning("several model bundles under %s; using %s", input_root, hits[0].parent)
+        folders = ", ".join(str(h.parent) for h in hits)
+        raise DataError(
+            f"{input_root}: {len(hits)} model bundles attached ({folders}); detach all but one "
+            f"or set {BUNDLE_ENV} to the folder to use"
+        )
     return hits[0].parent
 
 
@@ -81,10 +96,10 @@ def run(input_root: str | Path, working_dir: str | Path) -> pd.DataFrame:
             row.id, row.organ, row.img_height, row.img_width, row.pixel_size, seconds, seconds / megapixels,
         )  # fmt: skip
 
-    submission, _ = predict_test(
-        test, competition / "test_images", predictor, config, on_image=report
+    submission = submission_table(
+        predict_test(test, competition / "test_images", predictor, config, on_image=report)
     )
     out = Path(working_dir) / "submission.csv"
-    write_submission(out, submission)
+    write_csv(out, submission)
     log.info("wrote %s (%d rows) in %.1f s", out, len(submission), time.perf_counter() - started)
     return submission

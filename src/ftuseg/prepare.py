@@ -62,6 +62,11 @@ def read_index(prepared_dir: str | Path) -> pd.DataFrame:
     return pd.read_csv(Path(prepared_dir) / INDEX_NAME, dtype={"id": str})
 
 
+def load_folds(prepared_dir: str | Path) -> list[int]:
+    """The fold ids of a prepared dataset, sorted."""
+    return sorted(int(f) for f in read_index(prepared_dir)["fold"].unique())
+
+
 def prepare(raw_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig) -> pd.DataFrame:
     """Run the prepare stage; returns the index that was written to ``out_dir/index.csv``."""
     raw_dir = Path(raw_dir)

@@ -1,4 +1,7 @@
-"""Shared plumbing for the thin stage scripts in ``stages/``: params, logging, error exits."""
+"""Shared plumbing for the thin stage scripts in ``stages/``: params, logging, error exits.
+
+Every stage imports this module, so it imports nothing a stage might not run (no torch, no
+engine): a stage's DVC deps then follow from what the stage itself imports."""
 
 from __future__ import annotations
 
@@ -13,10 +16,10 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from .errors import DataError
-from .inference import InferenceConfig
 from .utils import read_yaml
 
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C")
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -37,12 +40,16 @@ def group(params: dict[str, Any], name: str) -> dict[str, Any]:
     return params[name]
 
 
-def inference_config(params: dict[str, Any]) -> InferenceConfig:
-    """The ``inference`` group as an :class:`InferenceConfig` (bad values -> DataError)."""
+def make_config(cls: Callable[..., C], params: dict[str, Any], *path: str) -> C:
+    """The params group at ``path`` (e.g. ``"stain", "normalize"``) as a config dataclass;
+    unknown keys or bad values become a DataError naming the group."""
+    values = params
+    for name in path:
+        values = group(values, name)
     try:
-        return InferenceConfig(**group(params, "inference"))
+        return cls(**values)
     except (TypeError, ValueError) as err:
-        raise DataError(f"params.yaml: inference: {err}") from None
+        raise DataError(f"params.yaml: {'.'.join(path)}: {err}") from None
 
 
 def stage_main(func: F) -> F:

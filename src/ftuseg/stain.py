@@ -33,6 +33,7 @@ from .utils import atomic_path
 log = logging.getLogger(__name__)
 
 REFERENCES = {"he": "HE-Stain-10x.jpg", "pas": "PAS-staining.jpg"}
+NO_TISSUE_POLICIES = ("error", "keep")
 NORMALIZE_METHODS = ("none", "vahadane", "macenko", "reinhard")
 AUGMENT_METHODS = ("vahadane", "macenko")
 INDEX_NAME = "index.csv"
@@ -128,6 +129,9 @@ class NormalizeConfig:
     method: str = "none"  # none | vahadane | macenko | reinhard
     reference: str = "he"  # he | pas | an image path
     luminosity: bool = True  # staintools' LuminosityStandardizer before fitting/transforming
+    # An image in which staintools finds no tissue has no stain to normalise: "error" stops
+    # with the image's name; "keep" passes it on un-normalised (with a warning naming it).
+    no_tissue: str = "error"
 
     def __post_init__(self) -> None:
         if self.method not in NORMALIZE_METHODS:
@@ -135,13 +139,18 @@ class NormalizeConfig:
                 f"stain.normalize.method must be one of {', '.join(NORMALIZE_METHODS)}, "
                 f"not {self.method!r}"
             )
+        if self.no_tissue not in NO_TISSUE_POLICIES:
+            raise DataError(
+                f"stain.normalize.no_tissue must be one of {', '.join(NO_TISSUE_POLICIES)}, "
+                f"not {self.no_tissue!r}"
+            )
 
 
 class StainNormalizer:
     """Callable mapping RGB uint8 images onto the reference's stains (identity for ``none``).
 
-    An image without detectable tissue (staintools finds an empty tissue mask) is returned
-    unchanged, with a warning naming ``label``: there is no stain to normalise.
+    An image without detectable tissue (staintools finds an empty tissue mask) is an error
+    naming ``label``, or with ``no_tissue: keep`` returned unchanged with a warning.
     """
 
     def __init__(self, cfg: NormalizeConfig) -> None:
@@ -184,7 +193,12 @@ class StainNormalizer:
         except Exception as exc:  # staintools raises bare exceptions on tissue-free images
             if "tissue" not in str(exc).lower():
                 raise
-            log.warning("%s: no tissue found, stain normalisation skipped", label)
+            if self.cfg.no_tissue == "error":
+                raise DataError(
+                    f"{label}: no tissue found, cannot normalise its stains (set "
+                    "stain.normalize.no_tissue: keep to pass such images on un-normalised)"
+                ) from None
+            log.warning("%s: no tissue found, passed on un-normalised (no_tissue: keep)", label)
             return image
 
 
@@ -279,14 +293,20 @@ def run_stain_stage(
     return table
 
 
-def load_copies(stain_dir: str | Path | None, ids: list[str]) -> dict[str, list[np.ndarray]]:
-    """The stain copies of ``ids`` (RGB uint8), from a stain stage output folder."""
-    if stain_dir is None:
-        return {i: [] for i in ids}
+def load_copies(stain_dir: str | Path, ids: list[str]) -> dict[str, list[np.ndarray]]:
+    """The stain copies of ``ids`` (RGB uint8), from a stain stage output folder. Every id must
+    have at least one copy: training that asks for copies never silently trains without."""
     index_path = Path(stain_dir) / INDEX_NAME
     if not index_path.is_file():
         raise DataError(f"{index_path}: not found (run the stain stage)")
     table = pd.read_csv(index_path, dtype={"id": str})
+    missing = sorted(set(ids) - set(table["id"]))
+    if missing:
+        raise DataError(
+            f"{index_path}: no stain copies of image(s) {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''} (re-run the stain stage on these prepared "
+            "images, or set train.stain_copy_prob: 0 when stain.augment.copies is 0)"
+        )
     out: dict[str, list[np.ndarray]] = {i: [] for i in ids}
     for row in table[table["id"].isin(ids)].sort_values(["id", "copy"]).itertuples(index=False):
         image = cv2.imread(str(Path(stain_dir) / row.file), cv2.IMREAD_COLOR)

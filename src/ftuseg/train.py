@@ -26,6 +26,7 @@ from .augment import AugmentConfig
 from .checkpoint import save_checkpoint
 from .datasets import CropDataset, to_tensor
 from .distributed import GlobalBatchSampler, barrier, cleanup, from_main, mean_across, setup
+from .errors import DataError
 from .inference import resolve_device
 from .losses import LossWeights, SegmentationLoss
 from .metrics import dice
@@ -170,6 +171,13 @@ def train_fold(
     if cfg.accumulate < 1:
         raise ValueError(f"train.accumulate must be >= 1, got {cfg.accumulate}")
     train_ids, val_ids = split_ids(index, fold)
+    if cfg.stain_copy_prob > 0 and stain_dir is None:
+        raise DataError(
+            f"train.stain_copy_prob is {cfg.stain_copy_prob} but no stain stage output was given"
+        )
+    train_pixel_sizes = sorted(
+        {float(v) for v in index.loc[index["id"].isin(train_ids), "pixel_size"]}
+    )
     normalizer = StainNormalizer(normalize)
     dataset = CropDataset(
         prepared_dir,
@@ -278,6 +286,8 @@ def train_fold(
             "val_dice": round(val_dice, 5),
             "train_ids": train_ids,
             "val_ids": val_ids,
+            # What `inference.scale_handling: false` assumes every image has.
+            "train_pixel_sizes": train_pixel_sizes,
         }
 
     if resumed is not None and best_weights is not None and info.is_main:

@@ -1,0 +1,249 @@
+"""Ensemble search on the out-of-fold predictions: model weights (coordinate ascent) and one
+threshold per organ that maximise OOF mean Dice.
+
+Weights are searched at training scale against the prepared masks (cheap, many evaluations);
+thresholds are then chosen at the original resolution against the real masks, through the same
+map arithmetic (:mod:`ftuseg.maps`) the submission uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.progress import track
+
+from .data import read_metadata, row_mask
+from .ensemble_config import EnsembleConfig
+from .errors import DataError
+from .layout import read_coverage, read_oof_map
+from .maps import combine, ensemble_prob, member_weights, postprocess
+from .metrics import dice, dice_from_counts, summarise
+from .organs import ORGANS
+from .prepare import load_prepared, read_index
+
+# The threshold every report compares the tuned ones with ("at 0.5" in metrics/ensemble.json).
+REFERENCE_THRESHOLD = 0.5
+
+
+def threshold_counts(
+    prob: np.ndarray, truth: np.ndarray, thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """|P∩T| and |P| for ``P = prob > t`` at every threshold, in one pass over the pixels."""
+    # searchsorted(side="left") counts the thresholds strictly below each pixel's probability.
+    above = np.searchsorted(thresholds, prob.ravel(), side="left")
+    k = thresholds.size
+    all_hist = np.bincount(above, minlength=k + 1)
+    in_hist = np.bincount(above[truth.ravel().astype(bool)], minlength=k + 1)
+    # Pixels with above == i exceed thresholds 0..i-1: suffix sums give the count for each t.
+    pred_sum = np.cumsum(all_hist[::-1])[::-1][1:]
+    inter = np.cumsum(in_hist[::-1])[::-1][1:]
+    return inter, pred_sum, int(truth.sum())
+
+
+def dice_table(
+    probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], grid: np.ndarray
+) -> np.ndarray:
+    """Per-image Dice at every threshold of ``grid``: shape (n_images, len(grid))."""
+    return np.stack(
+        [
+            dice_from_counts(*threshold_counts(p, t, grid))
+            for p, t in zip(probs, truths, strict=True)
+        ]
+    )
+
+
+def best_thresholds(
+    scores: np.ndarray, organs: np.ndarray, grid: np.ndarray
+) -> tuple[dict[str, float], float]:
+    """Per-organ threshold maximising the organ's mean Dice, and the resulting overall mean."""
+    chosen, per_image = {}, np.zeros(len(organs))
+    for organ in np.unique(organs):
+        sel = organs == organ
+        j = int(np.argmax(scores[sel].mean(axis=0)))
+        chosen[str(organ)] = round(float(grid[j]), 4)
+        per_image[sel] = scores[sel, j]
+    return chosen, float(per_image.mean())
+
+
+def weights_objective(
+    weights: Sequence[float],
+    maps: Sequence[Sequence[np.ndarray]],
+    truths: Sequence[np.ndarray],
+    organs: Sequence[str],
+    grid: Sequence[float],
+    coverage: Sequence[Sequence[str] | None] | None = None,
+) -> float:
+    """What the weight search maximises: OOF mean Dice of the weighted ensemble with the best
+    threshold per organ (``-inf`` where the weights leave an organ without a member)."""
+    coverage = list(coverage) if coverage is not None else [None] * len(weights)
+    grid_arr = np.asarray(sorted(grid), dtype=np.float64)
+    try:
+        image_weights = [member_weights(weights, coverage, o) for o in organs]
+    except ValueError:
+        return -np.inf
+    probs = [combine(m, iw) / np.float32(255.0) for m, iw in zip(maps, image_weights, strict=True)]
+    return best_thresholds(dice_table(probs, truths, grid_arr), np.asarray(organs), grid_arr)[1]
+
+
+def search_weights(
+    maps: Sequence[Sequence[np.ndarray]],
+    truths: Sequence[np.ndarray],
+    organs: Sequence[str],
+    grid: Sequence[float],
+    factors: Sequence[float] = (0.0, 0.5, 0.8, 1.25, 2.0),
+    max_rounds: int = 10,
+    coverage: Sequence[Sequence[str] | None] | None = None,
+) -> tuple[np.ndarray, float]:
+    """Coordinate ascent on model weights for OOF mean Dice with per-organ thresholds.
+
+    ``maps[i][m]`` is model m's quantised probability for image i (same shape as
+    ``truths[i]``). Each round tries scaling one weight at a time by ``factors`` and keeps any
+    improvement; cost grows linearly with the number of models, so it scales to large ensembles.
+    Specialists (``coverage``) count only on their organs; weights leaving an organ without
+    any member are not considered. Returns normalised weights and the objective they reach.
+    """
+    n_models = len(maps[0])
+
+    def objective(w: np.ndarray) -> float:
+        return weights_objective(w, maps, truths, organs, grid, coverage)
+
+    weights = np.ones(n_models)
+    best = objective(weights)
+    if n_models == 1:
+        return weights, best
+    for _ in range(max_rounds):
+        improved = False
+        for m in range(n_models):
+            for f in factors:
+                trial = weights.copy()
+                trial[m] = weights[m] * f
+                if trial.sum() <= 0 or np.allclose(trial, weights):
+                    continue
+                score = objective(trial)
+                if score > best + 1e-9:
+                    best, weights, improved = score, trial, True
+        if not improved:
+            break
+    return weights / weights.sum(), best
+
+
+@dataclass
+class EnsembleResult:
+    config: EnsembleConfig
+    metrics: dict[str, Any]
+    curves: pd.DataFrame  # threshold x organ mean Dice of the ensemble
+    per_image: pd.DataFrame  # id, organ, dice of the ensemble at its thresholds
+
+
+def search_ensemble(
+    raw_dir: str | Path,
+    prepared_dir: str | Path,
+    oof_dir: str | Path,
+    models: Sequence[str],
+    thresholds: Sequence[float],
+    um_per_px: float,
+    fixed_weights: dict[str, float] | None = None,
+    min_component_um2: float = 0.0,
+    untuned_threshold: float | None = None,
+) -> EnsembleResult:
+    """Find model weights and per-organ thresholds that maximise OOF mean Dice.
+
+    ``fixed_weights`` skips the weight search; ``untuned_threshold`` is recorded for organs
+    the OOF data has no image of (None: predicting such an organ is an error).
+    """
+    raw_dir = Path(raw_dir)
+    csv_path = raw_dir / "train.csv"
+    grid = np.asarray(sorted(thresholds), dtype=np.float64)
+    if grid.size == 0 or grid.min() <= 0 or grid.max() >= 1:
+        raise DataError("ensemble.thresholds must be a non-empty list of values in (0, 1)")
+    evaluated = np.union1d(grid, [REFERENCE_THRESHOLD])
+    on_grid = np.isin(evaluated, grid)
+    meta = read_metadata(csv_path, "train").set_index("id", drop=False)
+    index = read_index(prepared_dir)
+    ids, organs = index["id"].tolist(), index["organ"].to_numpy()
+    models = list(models)
+
+    coverage = read_coverage(oof_dir, models)
+    uncovered = sorted(
+        {o for o in organs if all(cov is not None and o not in cov for cov in coverage)}
+    )
+    if uncovered:
+        raise DataError(f"ensemble.models: no member covers organ(s) {uncovered}")
+    scaled_maps = [[read_oof_map(oof_dir, n, i) for n in models] for i in ids]
+    if fixed_weights:
+        weights = np.array([float(fixed_weights.get(n, 0.0)) for n in models])
+        if weights.sum() <= 0:
+            raise DataError("ensemble.weights must give at least one model a positive weight")
+        weights = weights / weights.sum()
+        for organ in ORGANS:
+            try:
+                member_weights(weights, coverage, organ)
+            except ValueError as exc:
+                raise DataError(f"ensemble.weights: {exc}") from None
+    else:
+        masks = [load_prepared(prepared_dir, i)[1] for i in ids]
+        weights, _ = search_weights(scaled_maps, masks, organs, grid, coverage=coverage)
+
+    # Exact scoring at the original resolution: the ensemble, and each model on its own (a
+    # specialist alone is scored on every image, as if it covered every organ).
+    candidates = {"ensemble": weights, **{n: np.eye(len(models))[j] for j, n in enumerate(models)}}
+    no_coverage = [None] * len(models)
+    tables: dict[str, np.ndarray] = {k: np.zeros((len(ids), evaluated.size)) for k in candidates}
+    for i, image_id in enumerate(track(ids, description="ensemble: score thresholds")):
+        row = meta.loc[image_id]
+        truth = row_mask(row, csv_path)
+        for key, w in candidates.items():
+            if key != "ensemble" and len(models) == 1:
+                tables[key][i] = tables["ensemble"][i]
+                continue
+            cov = coverage if key == "ensemble" else no_coverage
+            w = member_weights(w, cov, row.organ)
+            prob = ensemble_prob(scaled_maps[i], w, truth.shape)
+            if min_component_um2 > 0:
+                tables[key][i] = [
+                    dice(postprocess(prob, t, row.pixel_size, min_component_um2), truth)
+                    for t in evaluated
+                ]
+            else:
+                tables[key][i] = dice_from_counts(*threshold_counts(prob, truth, evaluated))
+
+    def summary(key: str) -> tuple[dict[str, float], dict[str, Any], np.ndarray]:
+        chosen, _ = best_thresholds(tables[key][:, on_grid], organs, evaluated[on_grid])
+        column = {float(t): j for j, t in enumerate(evaluated)}
+        per_image = np.array([tables[key][i, column[chosen[o]]] for i, o in enumerate(organs)])
+        return chosen, summarise(index[["id", "organ"]].assign(dice=per_image)), per_image
+
+    chosen, ens_metrics, ens_per_image = summary("ensemble")
+    default_col = int(np.flatnonzero(evaluated == REFERENCE_THRESHOLD)[0])
+    metrics: dict[str, Any] = {
+        "ensemble": ens_metrics,
+        "ensemble_at_default_threshold": summarise(
+            index[["id", "organ"]].assign(dice=tables["ensemble"][:, default_col])
+        ),
+        "weights": {n: round(float(w), 4) for n, w in zip(models, weights, strict=True)},
+        "single_models": {n: summary(n)[1] for n in models},
+    }
+    best_single = max(models, key=lambda n: metrics["single_models"][n]["dice"])
+    metrics["best_single_model"] = {
+        "name": best_single,
+        "dice": metrics["single_models"][best_single]["dice"],
+    }
+
+    curves = pd.DataFrame({"threshold": evaluated[on_grid]})
+    for organ in ORGANS:
+        sel = organs == organ
+        if sel.any():
+            curves[organ] = np.round(tables["ensemble"][sel][:, on_grid].mean(axis=0), 5)
+    config = EnsembleConfig(
+        members={n: round(float(w), 6) for n, w in zip(models, weights, strict=True) if w > 0},
+        thresholds=chosen,
+        um_per_px=um_per_px,
+        untuned_threshold=untuned_threshold,
+    )
+    per_image = index[["id", "organ", "fold"]].assign(dice=np.round(ens_per_image, 5))
+    return EnsembleResult(config, metrics, curves, per_image)
