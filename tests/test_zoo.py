@@ -3,6 +3,7 @@ heads, local weight files, and the Hydra-composed params."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,59 @@ def test_pretrained_weights_from_a_local_file(name, tmp_path):
     torch.testing.assert_close(loaded[stem], source.state_dict()[key])
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         build_model({**cfg, "weights_file": str(tmp_path / "missing.safetensors")})
+
+
+@pytest.mark.parametrize("name", ["unet", "segformer"])
+def test_a_checkpoint_trained_from_pretrained_weights_loads_offline(name, tmp_path):
+    """A model built with `pretrained: true` + `weights_file` is checkpointed; loading it with no
+    hub access, an empty hub cache and the weights file deleted gives the same outputs (the
+    Kaggle kernel has neither internet nor the training machine's files)."""
+    import subprocess
+    import sys
+
+    import timm
+    from safetensors.torch import save_file
+
+    from ftuseg.checkpoint import save_checkpoint
+
+    cfg = model_config(name)
+    encoder = cfg["encoder"].removeprefix("tu-")
+    if cfg["encoder"].startswith("tu-"):
+        source = timm.create_model(encoder, pretrained=False).state_dict()
+    else:  # smp's own encoder (MiT): its weights file holds the encoder's state dict
+        source = build_model(cfg).net.model.encoder.state_dict()
+    weights = tmp_path / "encoder.safetensors"
+    save_file({k: v.contiguous() for k, v in source.items()}, str(weights))
+    trained_cfg = {**cfg, "pretrained": True, "weights_file": str(weights)}
+    model = build_model(trained_cfg).eval()  # pretrained from the file: no download either
+    save_checkpoint(tmp_path / "ckpt", model, {"model_cfg": trained_cfg, "um_per_px": 2.0})
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.save(model(x), tmp_path / "expected.pt")
+    torch.save(x, tmp_path / "x.pt")
+    weights.unlink()
+    probe = (
+        "import sys, torch; from ftuseg.checkpoint import load_checkpoint; "
+        f"m, meta = load_checkpoint({str(tmp_path / 'ckpt')!r}); "
+        f"x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True); "
+        f"e = torch.load({str(tmp_path / 'expected.pt')!r}, weights_only=True); "
+        "torch.testing.assert_close(m(x), e, rtol=0, atol=0); "
+        "assert meta['model_cfg']['pretrained'] is True; print('ok')"
+    )
+    hub = tmp_path / "empty-hub"
+    env = {
+        "PATH": os.environ["PATH"],
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(hub),
+        "TORCH_HOME": str(hub),
+        "XDG_CACHE_HOME": str(hub),
+        "http_proxy": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 # ---------------------------------------------------------------------------- Hydra params

@@ -49,13 +49,19 @@ def save_checkpoint(directory: str | Path, model: Segmenter, meta: dict[str, Any
 
 
 def load_checkpoint(directory: str | Path) -> tuple[Segmenter, dict[str, Any]]:
-    """Rebuild the model of a checkpoint directory in eval mode, on the CPU."""
+    """Rebuild the model of a checkpoint directory in eval mode, on the CPU.
+
+    Self-contained: the safetensors file holds every weight, so the network is built without
+    its pretrained encoder weights whatever ``pretrained`` / ``weights_file`` said at training
+    time. Loading never downloads and never opens a path of the training machine (the
+    offline Kaggle kernel has neither internet nor that file).
+    """
     directory = Path(directory)
     weights, meta_path = directory / WEIGHTS_NAME, directory / META_NAME
     for p in (weights, meta_path):
         if not p.is_file():
             raise DataError(f"{p}: checkpoint file not found")
     meta = read_json(meta_path)
-    model = build_model(meta["model_cfg"])
-    model.load_state_dict(load_file(str(weights)))
+    model = build_model({**meta["model_cfg"], "pretrained": False, "weights_file": None})
+    model.load_state_dict(load_file(str(weights)))  # strict: every tensor must be there
     return model.eval(), meta

@@ -71,7 +71,9 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
-    missing, _ = encoder.load_state_dict(state, strict=False)
+    # The base method: some smp encoders (MiT) override load_state_dict without `strict`;
+    # unexpected keys (a classifier head) are ignored, missing ones are an error below.
+    missing, _ = nn.Module.load_state_dict(encoder, state, strict=False)
     if missing:
         raise ValueError(
             f"{path}: {len(missing)} encoder tensors missing (e.g. {missing[0]!r}); "

@@ -34,6 +34,10 @@ def _smp_encoder_args(
             "pretrained_cfg_overlay"
         ]
         weights = True
+    elif weights_file:
+        # smp's own encoders (mit_b*, resnet*): built empty, the file is loaded into the encoder
+        # afterwards (_smp_net); asking smp for "imagenet" too would download regardless.
+        weights = None
     return {"encoder_name": encoder, "encoder_weights": weights, **kwargs}
 
 
