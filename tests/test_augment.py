@@ -267,6 +267,14 @@ def test_inference_repeats_the_normalisation_recorded_in_the_checkpoint(prepared
     h, w = image.shape[:2]
     assert plain.predict_scaled(image, 1.0).shape == (h // 2, w // 2)
     assert naive.predict_scaled(image, 1.0).shape == (round(h * 0.2), round(w * 0.2))
+    # the same switch on a user's data at 0.62 µm/px: treated as 0.62, not as HPA's 0.4
+    save_checkpoint(
+        tmp_path / "own", model, {**meta, "um_per_px": 2.0, "train_pixel_sizes": [0.62]}
+    )
+    own = Predictor.from_checkpoints(
+        [(tmp_path / "own", 1.0)], InferenceConfig(scale_handling=False)
+    )
+    assert own.predict_scaled(image, 1.0).shape == (round(h * 0.31), round(w * 0.31))
     # ... which needs the one training pixel size recorded: a clear error otherwise
     unknown = Predictor.from_checkpoints(
         [(tmp_path / "plain", 1.0)], InferenceConfig(scale_handling=False)
