@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from .augment import AugmentConfig, augment
 from .organs import ORGANS
-from .prepare import load_prepared, read_index
+from .prepare import load_array, load_prepared, read_index
 
 DEFAULT_AUGMENT = AugmentConfig()  # dihedral transforms only
 PAD_VALUE = 255  # images are padded with white, as glass looks in brightfield
@@ -24,20 +24,32 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def random_crop(
-    image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator, ftu_prob: float
+    image: np.ndarray,
+    mask: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    ftu_prob: float,
+    ftu: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A ``size``² crop, centred on a random FTU pixel with probability ``ftu_prob`` (FTUs are a
-    minority of the pixels), else uniform. Images smaller than ``size`` are padded first."""
+    minority of the pixels), else uniform. Images smaller than ``size`` are padded first.
+
+    ``ftu``: the mask's FTU pixels as flat row-major indices (the prepare stage stores them), so
+    a crop of a memory-mapped image reads only the crop's rows; computed here when not given.
+    The crop is a view when the image needs no padding (copy it before writing to it).
+    """
     h, w = mask.shape
+    if ftu is None:
+        ftu = np.flatnonzero(mask)
     ph, pw = max(0, size - h), max(0, size - w)
     if ph or pw:
         image = np.pad(image, ((0, ph), (0, pw), (0, 0)), constant_values=PAD_VALUE)
         mask = np.pad(mask, ((0, ph), (0, pw)))
+        ftu = (ftu // w) * (w + pw) + ftu % w  # the same pixels in the padded width
         h, w = mask.shape
-    if rng.random() < ftu_prob and mask.any():
-        ys, xs = np.nonzero(mask)
-        i = rng.integers(ys.size)
-        cy, cx = int(ys[i]), int(xs[i])
+    if rng.random() < ftu_prob and ftu.size:
+        i = rng.integers(ftu.size)
+        cy, cx = divmod(int(ftu[i]), w)
         y0 = int(np.clip(cy - size // 2 + rng.integers(-size // 4, size // 4 + 1), 0, h - size))
         x0 = int(np.clip(cx - size // 2 + rng.integers(-size // 4, size // 4 + 1), 0, w - size))
     else:
@@ -80,9 +92,13 @@ class CropDataset(Dataset):
         unknown = set(organ_oversample or {}) - set(ORGANS)
         if unknown:
             raise ValueError(f"organ_oversample: unknown organ(s) {sorted(unknown)}")
-        self.items = [load_prepared(prepared_dir, i) for i in ids]
+        # Memory maps: a crop pages in only its own rows, so memory does not grow with the
+        # number of images (forked workers share the maps; pickled ones re-open the files).
+        self.items = [load_prepared(prepared_dir, i, mmap=True) for i in ids]
+        self.ftu = [load_array(prepared_dir, i, "ftu", mmap=True) for i in ids]
         self.copies = [list((stain_copies or {}).get(i, [])) for i in ids]
         if normalize is not None:
+            # Normalised in memory once per run (not cached yet: every image is read whole).
             self.items = [(normalize(im, i), m) for (im, m), i in zip(self.items, ids, strict=True)]
             self.copies = [
                 [normalize(c, f"{i} stain copy") for c in cs]
@@ -114,7 +130,9 @@ class CropDataset(Dataset):
         copies = self.copies[source]
         if copies and self.stain_copy_prob and rng.random() < self.stain_copy_prob:
             image = copies[int(rng.integers(len(copies)))]
-        return random_crop(image, mask, self.crop_size, rng, self.ftu_prob)
+        image, mask = random_crop(image, mask, self.crop_size, rng, self.ftu_prob, self.ftu[source])
+        # In-memory copies of the crop alone (the maps are read-only and stay untouched).
+        return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])

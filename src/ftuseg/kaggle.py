@@ -49,6 +49,7 @@ COMPETITION = "hubmap-organ-segmentation"
 KERNEL_FILE = "ftuseg_kernel.py"
 DATASET_DIR = "dataset"
 KAGGLE_LIMIT_S = 9 * 3600
+WHEEL_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip file can hold
 
 KERNEL_SCRIPT = '''"""ftuseg offline inference kernel for HuBMAP + HPA: Hacking the Human Body (generated)."""
 
@@ -142,6 +143,9 @@ def build_wheel(project_root: str | Path, out_dir: str | Path) -> Path:
             [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
              "--wheel-dir", str(out_dir), str(src)],
             capture_output=True, text=True,
+            # Fixed zip timestamps: the same sources give the same wheel bytes, so the kernel
+            # folder's DVC hash is stable from run to run.
+            env={**os.environ, "SOURCE_DATE_EPOCH": WHEEL_EPOCH},
         )  # fmt: skip
         if result.returncode:
             raise DataError(f"building the ftuseg wheel failed:\n{result.stderr.strip()}")

@@ -52,10 +52,39 @@ def assign_folds(organs: pd.Series, n_folds: int, seed: int) -> np.ndarray:
     return folds
 
 
-def load_prepared(prepared_dir: str | Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(image, mask) of one prepared image."""
-    with np.load(Path(prepared_dir) / IMAGES_DIR / f"{image_id}.npz", allow_pickle=False) as f:
-        return f["image"], f["mask"]
+# One image is three uncompressed .npy files: a training crop memory-maps them and reads only
+# its own rows, so a train stage's memory does not grow with the number of images (compressed
+# .npz had to be decoded whole, every image at start-up).
+ARRAYS = ("image", "mask", "ftu")
+
+
+def prepared_path(prepared_dir: str | Path, image_id: str, array: str) -> Path:
+    """``images/<id>.<array>.npy``: ``image`` (H, W, 3) uint8, ``mask`` (H, W) uint8, ``ftu`` the
+    flat (row-major) indices of the mask's FTU pixels, int64 (an FTU-centred crop draws one
+    without scanning the mask)."""
+    if array not in ARRAYS:
+        raise ValueError(f"unknown prepared array {array!r}")
+    return Path(prepared_dir) / IMAGES_DIR / f"{image_id}.{array}.npy"
+
+
+def load_array(
+    prepared_dir: str | Path, image_id: str, array: str, mmap: bool = False
+) -> np.ndarray:
+    """One prepared array; with ``mmap`` a read-only memory map (pages are read on access)."""
+    path = prepared_path(prepared_dir, image_id, array)
+    if not path.is_file():
+        raise DataError(f"{path}: prepared array missing (re-run the prepare stage)")
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def load_prepared(
+    prepared_dir: str | Path, image_id: str, mmap: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image, mask) of one prepared image, in memory or memory-mapped."""
+    return (
+        load_array(prepared_dir, image_id, "image", mmap),
+        load_array(prepared_dir, image_id, "mask", mmap),
+    )
 
 
 def read_index(prepared_dir: str | Path) -> pd.DataFrame:
@@ -86,7 +115,12 @@ def prepare(raw_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig) -> pd.
             img = read_image(image_path(raw_dir, "train", row.id), (row.img_height, row.img_width))
             shape = scaled_shape(img.shape[:2], row.pixel_size, cfg.um_per_px)
             img_s, mask_s = resize_image(img, shape), resize_mask(mask, shape)
-            np.savez_compressed(tmp / IMAGES_DIR / f"{row.id}.npz", image=img_s, mask=mask_s)
+            for name, array in (
+                ("image", img_s),
+                ("mask", mask_s),
+                ("ftu", np.flatnonzero(mask_s).astype(np.int64)),
+            ):
+                np.save(prepared_path(tmp, row.id, name), np.ascontiguousarray(array))
             rows.append(
                 {
                     "id": row.id,

@@ -255,14 +255,18 @@ def stain_copies(
 
 
 def copy_path(stain_dir: str | Path, image_id: str, k: int) -> Path:
-    return Path(stain_dir) / COPIES_DIR / f"{image_id}_{k}.png"
+    """One recoloured copy, (H, W, 3) uint8 RGB as .npy: training memory-maps it, so a crop
+    reads only its own rows."""
+    return Path(stain_dir) / COPIES_DIR / f"{image_id}_{k}.npy"
 
 
 def run_stain_stage(
     prepared_dir: str | Path, out_dir: str | Path, cfg: StainAugmentConfig
 ) -> pd.DataFrame:
-    """Write the stain-augmented copies of every prepared training image (one PNG per copy)
-    and ``index.csv`` (id, copy, file, fit and copy seconds); atomically, all or nothing."""
+    """Write the stain-augmented copies of every prepared training image (one .npy per copy)
+    and ``index.csv`` (id, copy, file, size); atomically, all or nothing. Returns the index with
+    the fit and per-copy seconds added: timings stay out of the output folder, so its content
+    (and the hash DVC records for it) is the same on every run."""
     index = read_index(prepared_dir)
     rows = []
     with atomic_path(out_dir, is_dir=True) as tmp:
@@ -274,7 +278,7 @@ def run_stain_stage(
             )
             for k, copy in enumerate(copies):
                 path = copy_path(tmp, image_id, k)
-                cv2.imwrite(str(path), cv2.cvtColor(copy, cv2.COLOR_RGB2BGR))
+                np.save(path, np.ascontiguousarray(copy))
                 rows.append(
                     {
                         "id": image_id,
@@ -286,16 +290,16 @@ def run_stain_stage(
                         "copy_s": round(copy_s, 4),
                     }
                 )
-        table = pd.DataFrame(
-            rows, columns=["id", "copy", "file", "height", "width", "fit_s", "copy_s"]
-        )
-        table.to_csv(tmp / INDEX_NAME, index=False)
+        columns = ["id", "copy", "file", "height", "width"]
+        table = pd.DataFrame(rows, columns=[*columns, "fit_s", "copy_s"])
+        table[columns].to_csv(tmp / INDEX_NAME, index=False)
     return table
 
 
 def load_copies(stain_dir: str | Path, ids: list[str]) -> dict[str, list[np.ndarray]]:
-    """The stain copies of ``ids`` (RGB uint8), from a stain stage output folder. Every id must
-    have at least one copy: training that asks for copies never silently trains without."""
+    """The stain copies of ``ids`` (RGB uint8, read-only memory maps), from a stain stage output
+    folder. Every id must have at least one copy: training that asks for copies never silently
+    trains without."""
     index_path = Path(stain_dir) / INDEX_NAME
     if not index_path.is_file():
         raise DataError(f"{index_path}: not found (run the stain stage)")
@@ -309,8 +313,12 @@ def load_copies(stain_dir: str | Path, ids: list[str]) -> dict[str, list[np.ndar
         )
     out: dict[str, list[np.ndarray]] = {i: [] for i in ids}
     for row in table[table["id"].isin(ids)].sort_values(["id", "copy"]).itertuples(index=False):
-        image = cv2.imread(str(Path(stain_dir) / row.file), cv2.IMREAD_COLOR)
-        if image is None:
-            raise DataError(f"{Path(stain_dir) / row.file}: cannot read stain copy")
-        out[row.id].append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        path = Path(stain_dir) / row.file
+        try:
+            image = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read stain copy ({exc})") from None
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise DataError(f"{path}: not an (H, W, 3) uint8 stain copy")
+        out[row.id].append(image)
     return out

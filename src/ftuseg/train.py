@@ -198,7 +198,7 @@ def train_fold(
         len(dataset), cfg.batch_size, len(dataset) > cfg.batch_size, seed, info
     )
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers)
-    val_items = [load_prepared(prepared_dir, i) for i in val_ids]
+    val_items = [load_prepared(prepared_dir, i, mmap=True) for i in val_ids]
     val_items = [(normalizer(im, i), m) for (im, m), i in zip(val_items, val_ids, strict=True)]
 
     model = build_model(model_cfg)
