@@ -10,15 +10,17 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from ftuseg.errors import DataError
 from ftuseg.models import build_model
-from ftuseg.prepare import PrepareConfig, prepare
-from ftuseg.resume import TrainingState, save_state
+from ftuseg.prepare import PrepareConfig, prepare, prepared_path
+from ftuseg.resume import TrainingState, inputs_digest, load_state, restore, save_state
 from ftuseg.sample import SampleConfig, generate
-from ftuseg.train import TrainConfig, train_fold
+from ftuseg.train import TrainConfig, input_files, split_ids, train_fold
 
 MODEL = {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [16, 8, 8, 8, 8]}
 CFG = TrainConfig(epochs=3, batch_size=4, crop_size=64, samples_per_image=2, threads=2, lr=3e-3)
@@ -148,6 +150,40 @@ def test_changed_params_never_resume_a_stale_state(prepared, tmp_path):
         prepared, "unet", MODEL, 0, other, 3.0, tmp_path / "b", tmp_path / "lb", state
     )
     assert summary["resumed_from_epoch"] == 0 and summary["epochs_run"] == 3
+
+
+def test_resume_restores_the_grad_scaler_or_refuses(tmp_path):
+    """A GPU run's mixed-precision loss scale survives a kill (exercised with the CPU scaler);
+    a state that cannot be restored completely is an error, never a partial resume."""
+    model, optimizer = build_model(MODEL), None
+    optimizer = torch.optim.AdamW(model.parameters())
+    scaler = torch.amp.GradScaler("cpu", init_scale=512.0)
+    scaler.scale(torch.tensor(1.0))  # the scale tensor exists from the first scaled loss
+    scaler.update(new_scale=64.0)
+    save_state(tmp_path, TrainingState("run", epoch=1), model, optimizer, None, scaler)
+    state, tensors, meta = load_state(tmp_path, "run")
+    fresh = torch.amp.GradScaler("cpu", init_scale=512.0)
+    restore(tensors, meta, build_model(MODEL), torch.optim.AdamW(model.parameters()), fresh)
+    assert fresh.get_scale() == 64.0 and state.epoch == 1
+    with pytest.raises(DataError, match="GradScaler"):
+        restore(tensors, meta, build_model(MODEL), torch.optim.AdamW(model.parameters()), None)
+
+
+def test_the_run_fingerprint_covers_the_content_of_its_inputs(prepared, tmp_path):
+    """Re-prepared data under the same ids never resumes a state trained on the old data."""
+    index = pd.read_csv(prepared / "index.csv", dtype={"id": str})
+    train_ids, val_ids = split_ids(index, 0)
+    files = input_files(prepared, train_ids, val_ids, None, with_copies=False)
+    assert len(files) == 1 + 3 * len(index)
+    copy = tmp_path / prepared.name
+    shutil.copytree(prepared, copy)
+    moved = input_files(copy, train_ids, val_ids, None, with_copies=False)
+    assert inputs_digest(moved) == inputs_digest(files)  # same bytes elsewhere: same run
+    image = prepared_path(copy, val_ids[0], "image")
+    changed = np.load(image)
+    changed[0, 0, 0] ^= 1  # one bit of one pixel
+    np.save(image, changed)
+    assert inputs_digest(moved) != inputs_digest(files)
 
 
 DDP_CFG = TrainConfig(epochs=3, batch_size=4, crop_size=64, samples_per_image=4, threads=1, lr=3e-3)

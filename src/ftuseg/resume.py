@@ -3,12 +3,14 @@
 After every epoch the trainer writes, atomically, into its state folder (a DVC output with
 ``persist: true``, so ``dvc repro`` keeps it across an interrupted run):
 
-- ``state.safetensors``: model weights, optimizer tensors, torch RNG state, and the weights of
-  the best epoch so far (prefixed ``model.``, ``optim.``, ``rng.``, ``best.``), with the
-  bookkeeping in its metadata: the epoch reached, best score and epoch, early-stopping counter,
-  the metrics logged so far (replayed into dvclive on resume), the optimizer's non-tensor state,
-  and a fingerprint of everything that determines the run (config, data split). One file, one
-  atomic rename: a kill at any moment leaves either the previous epoch's state or the new one.
+- ``state.safetensors``: model weights, optimizer tensors, the torch CPU RNG state and, on a
+  GPU, every CUDA device's RNG state, and the weights of the best epoch so far (prefixed
+  ``model.``, ``optim.``, ``rng.``, ``best.``), with the bookkeeping in its metadata: the epoch
+  reached, best score and epoch, early-stopping counter, the metrics logged so far (replayed
+  into dvclive on resume), the optimizer's non-tensor state, the mixed-precision GradScaler's
+  state, and a fingerprint of everything that determines the run (config, data split, device
+  type, and a digest of the content of its input files). One file, one atomic rename: a kill at
+  any moment leaves either the previous epoch's state or the new one.
 - ``state.json``: a readable copy of the bookkeeping.
 
 A state whose fingerprint differs from the current run is ignored, so changed params never
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .checkpoint import savable_tensors
+from .errors import DataError
 from .utils import atomic_path, write_json
 
 STATE_TENSORS = "state.safetensors"
@@ -39,6 +43,19 @@ STATE_JSON = "state.json"
 
 def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def inputs_digest(files: Iterable[Path]) -> str:
+    """SHA-256 over the names (``folder/file``) and bytes of ``files``, in sorted order: a
+    state resumes only onto the very data it was trained on, not onto files that were
+    re-prepared under the same ids."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in files):
+        digest.update(f"{path.parent.name}/{path.name}".encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -93,6 +110,7 @@ def save_state(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     best_weights: dict[str, torch.Tensor] | None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -100,9 +118,17 @@ def save_state(
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(optim_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = rng
     if best_weights is not None:
         tensors.update({f"best.{k}": v for k, v in best_weights.items()})
-    meta = {**state.to_json(), "optimizer": optim_scalars}
+    meta = {
+        **state.to_json(),
+        "optimizer": optim_scalars,
+        # scale, growth tracker...: without them a resumed AMP run re-learns its loss scale
+        "grad_scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+    }
     with atomic_path(directory / STATE_TENSORS) as tmp:
         save_file(savable_tensors(tensors), str(tmp), metadata={"state": json.dumps(meta)})
     write_json(directory / STATE_JSON, meta)
@@ -138,20 +164,41 @@ def load_state(
         stale=int(meta["stale"]),
         history=list(meta["history"]),
     )
-    return state, load_file(str(tensor_path)), meta["optimizer"]
+    return state, load_file(str(tensor_path)), meta
 
 
 def restore(
     tensors: dict[str, torch.Tensor],
-    optimizer_scalars: dict[str, Any],
+    meta: dict[str, Any],
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, torch.Tensor] | None:
-    """Load model, optimizer and RNG state; return the best epoch's weights (if saved)."""
+    """Load model, optimizer, RNG and GradScaler state; return the best epoch's weights (if
+    saved). A state that cannot be restored completely is an error, never a partial resume."""
     model.load_state_dict(
         {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     )
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, optimizer_scalars))
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
     torch.set_rng_state(tensors["rng.torch"])
+    cuda = sorted(
+        (int(k.rsplit(".", 1)[1]), v) for k, v in tensors.items() if k.startswith("rng.cuda.")
+    )
+    if cuda:
+        if not torch.cuda.is_available() or torch.cuda.device_count() < len(cuda):
+            raise DataError(
+                f"the training state holds {len(cuda)} CUDA RNG state(s) but this machine has "
+                f"{torch.cuda.device_count()} GPU(s); resume where it was saved, or set "
+                "train.resume: false"
+            )
+        torch.cuda.set_rng_state_all([v for _, v in cuda])
+    saved_scaler = meta.get("grad_scaler")
+    if saved_scaler:
+        if scaler is None or not scaler.is_enabled():
+            raise DataError(
+                "the training state holds a mixed-precision GradScaler but this run has none "
+                "(train.amp differs?); set train.resume: false to start over"
+            )
+        scaler.load_state_dict(saved_scaler)
     best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
     return best or None

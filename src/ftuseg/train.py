@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from dvclive import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -31,8 +32,17 @@ from .inference import resolve_device
 from .losses import LossWeights, SegmentationLoss
 from .metrics import dice
 from .models import Segmenter, build_model
-from .prepare import load_prepared, read_index
-from .resume import TrainingState, fingerprint, load_state, mark_complete, restore, save_state
+from .prepare import ARRAYS, load_prepared, prepared_path, read_index
+from .resume import (
+    TrainingState,
+    fingerprint,
+    inputs_digest,
+    load_state,
+    mark_complete,
+    restore,
+    save_state,
+)
+from .stain import INDEX_NAME as STAIN_INDEX
 from .stain import NormalizeConfig, StainNormalizer, load_copies
 from .utils import seed_everything
 
@@ -109,6 +119,27 @@ class _NoLive:
 
     def next_step(self) -> None:
         return None
+
+
+def input_files(
+    prepared_dir: str | Path,
+    train_ids: list[str],
+    val_ids: list[str],
+    stain_dir: str | Path | None,
+    with_copies: bool,
+) -> list[Path]:
+    """Every file whose content shapes a training run: the prepared index and arrays of its
+    images and, when copies are drawn, the stain stage's index and copies of its images."""
+    files = [Path(prepared_dir) / "index.csv"]
+    files += [prepared_path(prepared_dir, i, a) for i in [*train_ids, *val_ids] for a in ARRAYS]
+    if with_copies and stain_dir is not None:
+        index = Path(stain_dir) / STAIN_INDEX
+        table = pd.read_csv(index, dtype={"id": str})
+        files += [
+            index,
+            *(Path(stain_dir) / f for f in table.loc[table["id"].isin(train_ids), "file"]),
+        ]
+    return files
 
 
 @torch.inference_mode()
@@ -257,14 +288,19 @@ def train_fold(
             "augment": asdict(augment),
             "normalize": asdict(normalize),
             "stain_copies": str(stain_dir) if cfg.stain_copy_prob > 0 else None,
+            # a GPU run resumes on a GPU (its CUDA RNG and GradScaler state), a CPU run on a CPU
+            "device": device.type,
+            "inputs": inputs_digest(
+                input_files(prepared_dir, train_ids, val_ids, stain_dir, cfg.stain_copy_prob > 0)
+            ),
         }
     )
     state = TrainingState(run_id)
     best_weights = None
     resumed = load_state(state_dir, run_id) if (state_dir and cfg.resume) else None
     if resumed is not None:
-        state, tensors, optim_scalars = resumed
-        best_weights = restore(tensors, optim_scalars, model, optimizer)
+        state, tensors, saved = resumed
+        best_weights = restore(tensors, saved, model, optimizer, scaler)
         log.info(
             "resuming %s fold %d after epoch %d (best %d)",
             model_name,
@@ -382,7 +418,7 @@ def train_fold(
                 state.stale += 1
                 stopped_early = bool(cfg.patience and state.stale >= cfg.patience)
             if state_dir and info.is_main:
-                save_state(state_dir, state, model, optimizer, best_weights)
+                save_state(state_dir, state, model, optimizer, best_weights, scaler)
             barrier(info)
             if stopped_early:
                 log.info("early stop after epoch %d (best %d)", epoch + 1, state.best_epoch)
