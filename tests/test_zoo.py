@@ -180,12 +180,14 @@ def test_a_checkpoint_trained_from_pretrained_weights_loads_offline(name, tmp_pa
         f"m, meta = load_checkpoint({str(tmp_path / 'ckpt')!r}); "
         f"x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True); "
         f"e = torch.load({str(tmp_path / 'expected.pt')!r}, weights_only=True); "
-        "torch.testing.assert_close(m(x), e, rtol=0, atol=0); "
+        # float32 tolerances: another process may sum in another order; weights that were
+        # not loaded would differ by orders of magnitude more
+        "torch.testing.assert_close(m(x), e); "
         "assert meta['model_cfg']['pretrained'] is True; print('ok')"
     )
     hub = tmp_path / "empty-hub"
     env = {
-        "PATH": os.environ["PATH"],
+        **os.environ,
         "HF_HUB_OFFLINE": "1",
         "HF_HOME": str(hub),
         "TORCH_HOME": str(hub),
