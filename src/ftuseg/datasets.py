@@ -93,7 +93,7 @@ class CropDataset(Dataset):
         if unknown:
             raise ValueError(f"organ_oversample: unknown organ(s) {sorted(unknown)}")
         # Memory maps: a crop pages in only its own rows, so memory does not grow with the
-        # number of images (forked workers share the maps; pickled ones re-open the files).
+        # number of images (forked data-loader workers share the maps).
         self.items = [load_prepared(prepared_dir, i, mmap=True) for i in ids]
         self.ftu = [load_array(prepared_dir, i, "ftu", mmap=True) for i in ids]
         self.copies = [list((stain_copies or {}).get(i, [])) for i in ids]

@@ -33,6 +33,7 @@ from .losses import LossWeights, SegmentationLoss
 from .metrics import dice
 from .models import Segmenter, build_model
 from .prepare import ARRAYS, load_prepared, prepared_path, read_index
+from .prepare import INDEX_NAME as PREPARED_INDEX
 from .resume import (
     TrainingState,
     fingerprint,
@@ -130,7 +131,7 @@ def input_files(
 ) -> list[Path]:
     """Every file whose content shapes a training run: the prepared index and arrays of its
     images and, when copies are drawn, the stain stage's index and copies of its images."""
-    files = [Path(prepared_dir) / "index.csv"]
+    files = [Path(prepared_dir) / PREPARED_INDEX]
     files += [prepared_path(prepared_dir, i, a) for i in [*train_ids, *val_ids] for a in ARRAYS]
     if with_copies and stain_dir is not None:
         index = Path(stain_dir) / STAIN_INDEX
