@@ -9,10 +9,11 @@ import typer
 from ftuseg.augment import AugmentConfig
 from ftuseg.distributed import launched_by_torchrun, relaunch
 from ftuseg.errors import DataError
+from ftuseg.inference import InferenceConfig
 from ftuseg.layout import checkpoint_dir
-from ftuseg.stage import group, load_params, stage_main
+from ftuseg.stage import group, load_params, make_config, stage_main
 from ftuseg.stain import NormalizeConfig
-from ftuseg.train import train_config, train_fold
+from ftuseg.train import RunDirs, TrainData, train_config, train_fold
 
 app = typer.Typer(add_completion=False)
 
@@ -27,6 +28,7 @@ def main(
     logs_dir: Path = Path("logs/train"),
     state_root: Path = Path("checkpoints"),
     stain_dir: Path = Path("data/stain"),
+    normalized_dir: Path = Path("data/normalized"),
     params: Path = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
@@ -39,19 +41,28 @@ def main(
         raise DataError(
             f"params.yaml: no model {model!r} under `models` (have: {', '.join(models)})"
         )
-    summary = train_fold(
+    data = TrainData(
         prepared,
+        Path(group(p, "data")["raw_dir"]) / "train.csv",
+        um_per_px=float(group(p, "prepare")["um_per_px"]),
+        stain=stain_dir,
+        normalized=normalized_dir,
+    )
+    dirs = RunDirs(
+        checkpoint_dir(models_dir, model, fold),
+        logs_dir / model / f"fold{fold}",
+        state_root / model / f"fold{fold}",
+    )
+    summary = train_fold(
+        data,
         model,
         models[model],
         fold,
         train_config(group(p, "train"), models[model]),
-        um_per_px=float(group(p, "prepare")["um_per_px"]),
-        out_dir=checkpoint_dir(models_dir, model, fold),
-        live_dir=logs_dir / model / f"fold{fold}",
-        state_dir=state_root / model / f"fold{fold}",
+        dirs,
         augment=AugmentConfig(**group(p, "augment")),
-        stain_dir=stain_dir,
         normalize=NormalizeConfig(**group(group(p, "stain"), "normalize")),
+        inference=make_config(InferenceConfig, p, "inference"),
     )
     typer.echo(f"train {model} fold {fold}: {summary}")
 

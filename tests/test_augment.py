@@ -27,8 +27,10 @@ from ftuseg.stain import (
     NormalizeConfig,
     StainAugmentConfig,
     StainNormalizer,
-    load_copies,
+    copy_files,
+    normalized_files,
     reference_image,
+    run_normalize_stage,
     run_stain_stage,
 )
 from ftuseg.transforms import dihedral
@@ -159,7 +161,7 @@ def test_stain_stage_is_deterministic_for_a_seed(prepared, tmp_path):
         for f in first["file"]
     )
     # copies are recoloured versions of the same tissue: same size, different colours
-    copies = load_copies(tmp_path / "a", [first["id"][0]])[first["id"][0]]
+    copies = [np.load(f) for f in copy_files(tmp_path / "a", [first["id"][0]])[first["id"][0]]]
     original, _ = load_prepared(prepared, first["id"][0])
     assert len(copies) == 2 and copies[0].shape == original.shape
     assert not np.array_equal(copies[0], copies[1])
@@ -168,17 +170,18 @@ def test_stain_stage_is_deterministic_for_a_seed(prepared, tmp_path):
 def test_dataset_draws_stain_copies_with_their_probability(prepared, tmp_path):
     table = run_stain_stage(prepared, tmp_path / "s", StainAugmentConfig(copies=1))
     ids = sorted(set(table["id"]))[:2]
-    copies = load_copies(tmp_path / "s", ids)
+    copies = copy_files(tmp_path / "s", ids)
     plain = AugmentConfig(dihedral=0.0)
     kwargs = dict(crop_size=400, samples_per_image=1, ftu_prob=0.0, augment=plain)
     originals = CropDataset(prepared, ids, **kwargs)
     always = CropDataset(prepared, ids, stain_copies=copies, stain_copy_prob=1.0, **kwargs)
     for i in range(2):  # crops larger than the image: the whole (padded) image
         a, b = originals[i]["image"], always[i]["image"]
-        h, w = copies[ids[i]][0].shape[:2]
-        expected = copies[ids[i]][0].transpose(2, 0, 1) / 255.0
-        np.testing.assert_allclose(b[:, :h, :w].numpy(), expected, atol=1e-6)
-        assert not np.allclose(a[:, :h, :w].numpy(), expected)
+        copy = np.load(copies[ids[i]][0])
+        h, w = copy.shape[:2]
+        expected = copy.transpose(2, 0, 1)
+        np.testing.assert_array_equal(b[:, :h, :w].numpy(), expected)
+        assert not np.array_equal(a[:, :h, :w].numpy(), expected)
 
 
 def test_normalisation_moves_colours_toward_the_reference(prepared):
@@ -219,7 +222,7 @@ def test_images_without_stain_copies_are_an_error(prepared, tmp_path):
     ids = sorted(set(table["id"]))
     (tmp_path / "s/index.csv").write_text(table[table["id"] != ids[0]].to_csv(index=False))
     with pytest.raises(DataError, match=f"no stain copies of image.*{ids[0]}"):
-        load_copies(tmp_path / "s", ids)
+        copy_files(tmp_path / "s", ids)
 
 
 def test_bad_stain_settings_are_clear_errors(tmp_path):
@@ -245,7 +248,10 @@ def test_inference_repeats_the_normalisation_recorded_in_the_checkpoint(prepared
     from ftuseg.models import build_model
 
     model = build_model({"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [8] * 5})
-    meta = {"model_cfg": {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [8] * 5}}
+    meta = {
+        "model_cfg": {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [8] * 5},
+        "crop_size": 96,
+    }
     save_checkpoint(tmp_path / "plain", model, {**meta, "um_per_px": 2.0})
     normalize = {"method": "vahadane", "reference": "he", "luminosity": True}
     save_checkpoint(
@@ -281,3 +287,23 @@ def test_inference_repeats_the_normalisation_recorded_in_the_checkpoint(prepared
     )
     with pytest.raises(DataError, match="scale_handling: false"):
         unknown.predict_scaled(image, 1.0)
+
+
+def test_normalize_stage_caches_exactly_what_inference_applies(prepared, tmp_path):
+    """The cached normalised image is the normaliser's output on the prepared image (what the
+    engine computes after resampling), copies included; other settings are refused; `none`
+    writes no pixels."""
+    copies = run_stain_stage(prepared, tmp_path / "stain", StainAugmentConfig(copies=1))
+    cfg = NormalizeConfig(method="reinhard")
+    table = run_normalize_stage(prepared, tmp_path / "stain", tmp_path / "norm", cfg)
+    ids = sorted(set(copies["id"]))
+    assert len(table) == 2 * len(ids)  # each image and its one copy
+    images, normed_copies = normalized_files(tmp_path / "norm", cfg, ids, with_copies=True)
+    image, _ = load_prepared(prepared, ids[0])
+    np.testing.assert_array_equal(np.load(images[ids[0]]), StainNormalizer(cfg)(image))
+    copy = np.load(tmp_path / "stain" / copies.loc[copies["id"] == ids[0], "file"].iloc[0])
+    np.testing.assert_array_equal(np.load(normed_copies[ids[0]][0]), StainNormalizer(cfg)(copy))
+    with pytest.raises(DataError, match="other stain.normalize settings"):
+        normalized_files(tmp_path / "norm", NormalizeConfig(method="vahadane"), ids, False)
+    none = run_normalize_stage(prepared, tmp_path / "stain", tmp_path / "none", NormalizeConfig())
+    assert none.empty and not (tmp_path / "none" / "normalized").exists()

@@ -22,7 +22,7 @@ from ftuseg.inference import (
 )
 from ftuseg.maps import postprocess, quantize
 from ftuseg.metrics import dice
-from ftuseg.models import Segmenter
+from ftuseg.models import Segmenter, build_model
 from ftuseg.sample import SampleConfig, generate
 
 
@@ -81,7 +81,7 @@ def test_blending_weights_normalise_at_seams(window):
     """A constant model must give the same constant everywhere, seams and corners included."""
     cfg = InferenceConfig(tile_size=32, overlap=0.4, window=window, batch_size=3)
     predictor = Predictor([Member(segmenter(constant=0.7), 1.0)], 1.0, cfg)
-    prob = predictor.predict_member(predictor.members[0].model, torch.rand(3, 101, 77))
+    prob = predictor.predict_member(predictor.members[0], torch.rand(3, 101, 77))
     np.testing.assert_allclose(prob, 1 / (1 + np.exp(-0.7)), rtol=1e-6)
 
 
@@ -158,3 +158,27 @@ def test_gallery_overlay_colours_follow_the_writeup():
     out = overlay(image, truth, pred, alpha=1.0)
     assert tuple(out[0, 0]) == TP_COLOUR and tuple(out[0, 1]) == FN_COLOUR
     assert tuple(out[0, 2]) == FP_COLOUR and tuple(out[0, 3]) == (100, 100, 100)
+
+
+def test_tiles_default_to_each_members_training_crop(tmp_path):
+    """`inference.tile_size: null` tiles with the crop a model was trained on (recorded in its
+    checkpoint); a set tile size wins; a checkpoint that records no crop is a clear error."""
+    from ftuseg.checkpoint import save_checkpoint
+    from ftuseg.errors import DataError
+
+    cfg = {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [8] * 5}
+    model = build_model(cfg)
+    save_checkpoint(tmp_path / "a", model, {"model_cfg": cfg, "um_per_px": 1.0, "crop_size": 96})
+    save_checkpoint(tmp_path / "old", model, {"model_cfg": cfg, "um_per_px": 1.0})
+    default = Predictor.from_checkpoints([(tmp_path / "a", 1.0)])
+    assert default.tile_size(default.members[0]) == 96
+    fixed = Predictor.from_checkpoints([(tmp_path / "a", 1.0)], InferenceConfig(tile_size=64))
+    assert fixed.tile_size(fixed.members[0]) == 64
+    with pytest.raises(DataError, match="records no training crop"):
+        Predictor.from_checkpoints([(tmp_path / "old", 1.0)])
+    # the default really changes the tiling: 96² tiles cover 160² in 2×2, 64² tiles in 3×3
+    calls = []
+    net = default.members[0].model
+    net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    default.predict_member(default.members[0], torch.rand(3, 160, 160))
+    assert calls[0][-2:] == (96, 96) and sum(c[0] for c in calls) == 4

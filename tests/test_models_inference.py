@@ -8,12 +8,13 @@ import torch
 
 from ftuseg.checkpoint import load_checkpoint, save_checkpoint
 from ftuseg.ensemble_search import threshold_counts
-from ftuseg.inference import Member, Predictor
+from ftuseg.inference import InferenceConfig, Member, Predictor
 from ftuseg.maps import binarize, combine, to_original
 from ftuseg.metrics import dice, dice_from_counts
 from ftuseg.models import build_model, list_models
 
 TINY = {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [16, 8, 8, 8, 8]}
+TILES = InferenceConfig(tile_size=256)  # the models here record no training crop
 
 
 @pytest.mark.parametrize("size", [(64, 64), (77, 77), (50, 131), (3, 5)])
@@ -46,7 +47,7 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
 
 def test_predictor_resamples_to_training_scale_and_back():
     torch.manual_seed(0)
-    predictor = Predictor([Member(build_model(TINY), 1.0)], um_per_px=2.0)
+    predictor = Predictor([Member(build_model(TINY), 1.0)], um_per_px=2.0, config=TILES)
     image = np.random.default_rng(0).integers(0, 255, (90, 70, 3), dtype=np.uint8)
     q = predictor.predict_scaled(image, pixel_size=0.5)
     assert q.dtype == np.uint8 and q.shape == (22, 18)  # 0.5 µm/px -> 2 µm/px is a 4x reduction
@@ -60,9 +61,9 @@ def test_ensemble_of_members_equals_combining_their_stored_maps():
     torch.manual_seed(0)
     a, b = build_model(TINY), build_model(TINY)
     image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    qa = Predictor([Member(a, 1.0)], 1.0).predict_scaled(image, 1.0)
-    qb = Predictor([Member(b, 1.0)], 1.0).predict_scaled(image, 1.0)
-    both = Predictor([Member(a, 3.0), Member(b, 1.0)], 1.0).predict_scaled(image, 1.0)
+    qa = Predictor([Member(a, 1.0)], 1.0, TILES).predict_scaled(image, 1.0)
+    qb = Predictor([Member(b, 1.0)], 1.0, TILES).predict_scaled(image, 1.0)
+    both = Predictor([Member(a, 3.0), Member(b, 1.0)], 1.0, TILES).predict_scaled(image, 1.0)
     np.testing.assert_array_equal(both, combine([qa, qb], [0.75, 0.25]))
 
 
@@ -101,9 +102,9 @@ def test_a_specialist_counts_only_on_its_organs():
     torch.manual_seed(0)
     general, lung = build_model(TINY), build_model(TINY)
     image = np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    alone = Predictor([Member(general, 1.0)], 1.0).predict_scaled(image, 1.0)
-    only_lung = Predictor([Member(lung, 1.0)], 1.0).predict_scaled(image, 1.0)
-    ensemble = Predictor([Member(general, 1.0), Member(lung, 1.0, organs=("lung",))], 1.0)
+    alone = Predictor([Member(general, 1.0)], 1.0, TILES).predict_scaled(image, 1.0)
+    only_lung = Predictor([Member(lung, 1.0)], 1.0, TILES).predict_scaled(image, 1.0)
+    ensemble = Predictor([Member(general, 1.0), Member(lung, 1.0, organs=("lung",))], 1.0, TILES)
     np.testing.assert_array_equal(ensemble.predict_scaled(image, 1.0, "kidney"), alone)
     np.testing.assert_array_equal(
         ensemble.predict_scaled(image, 1.0, "lung"), combine([alone, only_lung], [0.5, 0.5])

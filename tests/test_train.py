@@ -16,11 +16,22 @@ import pytest
 import torch
 
 from ftuseg.errors import DataError
+from ftuseg.layout import checkpoint_dir
 from ftuseg.models import build_model
+from ftuseg.oof import run_oof
 from ftuseg.prepare import PrepareConfig, prepare, prepared_path
 from ftuseg.resume import TrainingState, inputs_digest, load_state, restore, save_state
 from ftuseg.sample import SampleConfig, generate
-from ftuseg.train import TrainConfig, input_files, split_ids, train_fold
+from ftuseg.stain import NormalizeConfig
+from ftuseg.train import (
+    RunDirs,
+    TrainConfig,
+    TrainData,
+    image_files,
+    input_files,
+    split_ids,
+    train_fold,
+)
 
 MODEL = {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [16, 8, 8, 8, 8]}
 CFG = TrainConfig(epochs=3, batch_size=4, crop_size=64, samples_per_image=2, threads=2, lr=3e-3)
@@ -34,8 +45,17 @@ def prepared(tmp_path_factory):
     return root / "prep"
 
 
-def run(prepared, out, cfg=CFG):
-    return train_fold(prepared, "unet", MODEL, 0, cfg, 3.0, out / "ckpt", out / "live")
+def data_of(prepared):
+    """The fixture's TrainData: its prepared folder, its raw train.csv, 3 µm/px."""
+    return TrainData(prepared, prepared.parent / "raw/train.csv", 3.0)
+
+
+def dirs(out, state=False):
+    return RunDirs(out / "ckpt", out / "live", out / "state" if state else None)
+
+
+def run(prepared, out, cfg=CFG, **kwargs):
+    return train_fold(data_of(prepared), "unet", MODEL, 0, cfg, dirs(out), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +96,30 @@ def test_best_epoch_is_kept_and_curves_are_logged(first):
     assert metrics["best_epoch"] == meta["epoch"]
 
 
+def test_data_loader_workers_change_nothing(prepared, first, tmp_path):
+    """Two persistent workers (each re-opening the memory maps it reads) produce the very
+    batches of the in-process loader: same weights, same curves."""
+    out, _ = first
+    run(prepared, tmp_path, TrainConfig(**{**CFG.__dict__, "num_workers": 2}))
+    for rel in ("ckpt/model.safetensors", "live/plots/metrics/train/loss.tsv"):
+        assert (out / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
+
+
+def test_validation_scores_what_oof_scores(prepared, first, tmp_path):
+    """The best epoch's validation Dice is the OOF stage's Dice of that checkpoint on the same
+    images: same engine, same tiles, original resolution."""
+    out, _ = first
+    meta = json.loads((out / "ckpt/model.json").read_text())
+    models = tmp_path / "models"
+    for fold in (0, 1):  # OOF predicts every fold; only fold 0's images are compared
+        shutil.copytree(out / "ckpt", checkpoint_dir(models, "unet", fold))
+    _, per_image = run_oof(prepared.parent / "raw", prepared, models, ["unet"], tmp_path / "oof")
+    fold0 = per_image[per_image["fold"] == 0]
+    assert sorted(fold0["id"]) == sorted(meta["val_ids"])
+    assert fold0["dice"].mean() == pytest.approx(meta["val_dice"], abs=1e-5)
+    assert meta["crop_size"] == CFG.crop_size  # the tile size both used
+
+
 RESUME_CFG = TrainConfig(
     epochs=6, batch_size=4, crop_size=64, samples_per_image=16, threads=2, lr=3e-3
 )
@@ -83,26 +127,19 @@ RESUME_CFG = TrainConfig(
 
 def test_training_killed_mid_run_resumes_to_identical_weights_and_logs(prepared, tmp_path):
     ref = tmp_path / "ref"
-    train_fold(
-        prepared, "unet", MODEL, 0, RESUME_CFG, 3.0, ref / "ckpt", ref / "live", ref / "state"
-    )
+    train_fold(data_of(prepared), "unet", MODEL, 0, RESUME_CFG, dirs(ref, state=True))
 
     run = tmp_path / "run"
-    args = (
-        str(prepared),
-        "unet",
-        MODEL,
-        0,
-        RESUME_CFG.__dict__,
-        3.0,
-        str(run / "ckpt"),
-        str(run / "live"),
-    )
+    args = (str(prepared), MODEL, RESUME_CFG.__dict__, str(run))
     script = (
         "import json, sys\n"
-        "from ftuseg.train import TrainConfig, train_fold\n"
-        "p, name, model, fold, cfg, um, ckpt, live = json.loads(sys.argv[1])\n"
-        f"train_fold(p, name, model, fold, TrainConfig(**cfg), um, ckpt, live, {str(run / 'state')!r})\n"
+        "from pathlib import Path\n"
+        "from ftuseg.train import RunDirs, TrainConfig, TrainData, train_fold\n"
+        "p, model, cfg, out = json.loads(sys.argv[1])\n"
+        "p, out = Path(p), Path(out)\n"
+        "data = TrainData(p, p.parent / 'raw/train.csv', 3.0)\n"
+        "dirs = RunDirs(out / 'ckpt', out / 'live', out / 'state')\n"
+        "train_fold(data, 'unet', model, 0, TrainConfig(**cfg), dirs)\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", script, json.dumps(args)],
@@ -124,9 +161,7 @@ def test_training_killed_mid_run_resumes_to_identical_weights_and_logs(prepared,
     # As `dvc repro` does: the stage's ordinary outputs are cleared, the persisted state is kept.
     shutil.rmtree(run / "ckpt", ignore_errors=True)
     shutil.rmtree(run / "live", ignore_errors=True)
-    summary = train_fold(
-        prepared, "unet", MODEL, 0, RESUME_CFG, 3.0, run / "ckpt", run / "live", run / "state"
-    )
+    summary = train_fold(data_of(prepared), "unet", MODEL, 0, RESUME_CFG, dirs(run, state=True))
     assert summary["resumed_from_epoch"] >= killed_at
 
     for rel in ("ckpt/model.safetensors", "ckpt/model.json", "live/metrics.json",
@@ -140,14 +175,15 @@ def test_training_killed_mid_run_resumes_to_identical_weights_and_logs(prepared,
 def test_changed_params_never_resume_a_stale_state(prepared, tmp_path):
     state = tmp_path / "state"
     short = TrainConfig(**{**RESUME_CFG.__dict__, "epochs": 3, "samples_per_image": 2})
-    train_fold(prepared, "unet", MODEL, 0, short, 3.0, tmp_path / "a", tmp_path / "la", state)
+    data = data_of(prepared)
+    train_fold(data, "unet", MODEL, 0, short, RunDirs(tmp_path / "a", tmp_path / "la", state))
     # Plant the state of an unfinished run with other params: it must be ignored.
     model = build_model(MODEL)
     optimizer = torch.optim.AdamW(model.parameters())
     save_state(state, TrainingState("some-other-run", epoch=2), model, optimizer, None)
     other = TrainConfig(**{**short.__dict__, "lr": 1e-3})
     summary = train_fold(
-        prepared, "unet", MODEL, 0, other, 3.0, tmp_path / "b", tmp_path / "lb", state
+        data, "unet", MODEL, 0, other, RunDirs(tmp_path / "b", tmp_path / "lb", state)
     )
     assert summary["resumed_from_epoch"] == 0 and summary["epochs_run"] == 3
 
@@ -173,11 +209,17 @@ def test_the_run_fingerprint_covers_the_content_of_its_inputs(prepared, tmp_path
     """Re-prepared data under the same ids never resumes a state trained on the old data."""
     index = pd.read_csv(prepared / "index.csv", dtype={"id": str})
     train_ids, val_ids = split_ids(index, 0)
-    files = input_files(prepared, train_ids, val_ids, None, with_copies=False)
-    assert len(files) == 1 + 3 * len(index)
+    ids = [*train_ids, *val_ids]
+
+    def inputs(prep):
+        data = TrainData(prep, prepared.parent / "raw/train.csv", 3.0)
+        return input_files(data, ids, image_files(data, NormalizeConfig(), ids, CFG))
+
+    files = inputs(prepared)
+    assert len(files) == 2 + 3 * len(index)  # index, train.csv, image/mask/ftu per image
     copy = tmp_path / prepared.name
     shutil.copytree(prepared, copy)
-    moved = input_files(copy, train_ids, val_ids, None, with_copies=False)
+    moved = inputs(copy)
     assert inputs_digest(moved) == inputs_digest(files)  # same bytes elsewhere: same run
     image = prepared_path(copy, val_ids[0], "image")
     changed = np.load(image)
@@ -194,15 +236,16 @@ DDP_LOSS_RTOL = 0.05
 
 
 def test_two_gloo_processes_follow_the_single_process_loss(prepared, tmp_path):
-    train_fold(
-        prepared, "unet", MODEL, 0, DDP_CFG, 3.0, tmp_path / "one/ckpt", tmp_path / "one/live"
-    )
+    train_fold(data_of(prepared), "unet", MODEL, 0, DDP_CFG, dirs(tmp_path / "one"))
     script = tmp_path / "ddp_train.py"
     script.write_text(
         "import json, sys\n"
-        "from ftuseg.train import TrainConfig, train_fold\n"
+        "from pathlib import Path\n"
+        "from ftuseg.train import RunDirs, TrainConfig, TrainData, train_fold\n"
         "p, model, cfg, out = json.loads(sys.argv[1])\n"
-        "train_fold(p, 'unet', model, 0, TrainConfig(**cfg), 3.0, out + '/ckpt', out + '/live')\n"
+        "p, out = Path(p), Path(out)\n"
+        "data = TrainData(p, p.parent / 'raw/train.csv', 3.0)\n"
+        "train_fold(data, 'unet', model, 0, TrainConfig(**cfg), RunDirs(out / 'ckpt', out / 'live'))\n"
     )
     args = json.dumps([str(prepared), MODEL, DDP_CFG.__dict__, str(tmp_path / "two")])
     result = subprocess.run(

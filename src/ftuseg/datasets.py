@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import AugmentConfig, augment
+from .errors import DataError
 from .organs import ORGANS
-from .prepare import load_array, load_prepared, read_index
+from .prepare import prepared_path, read_index
 
 DEFAULT_AUGMENT = AugmentConfig()  # dihedral transforms only
 PAD_VALUE = 255  # images are padded with white, as glass looks in brightfield
@@ -62,15 +64,22 @@ class CropDataset(Dataset):
 
     ``organ_oversample`` multiplies the crops drawn from an organ's images per epoch (lung ×5 in
     the write-up): oversampling lives in the index, no file is copied. Each item is a dict with
-    ``image`` (3, S, S), ``mask`` (1, S, S), ``organ`` (index into ORGANS) and
-    ``log_pixel_size`` (log µm/px of the crop, the pixel-size head's target).
+    ``image`` (3, S, S) uint8 (the trainer converts it on the device: a quarter of the bytes
+    through the loader and the host-to-device copy), ``mask`` (1, S, S) uint8, ``organ`` (index
+    into ORGANS) and ``log_pixel_size`` (log µm/px of the crop, the pixel-size head's target).
 
-    ``stain_copies`` (id -> recoloured copies from the stain stage) are drawn instead of the
-    original with probability ``stain_copy_prob``; ``normalize`` (a stain normaliser) is applied
-    once to every original and copy at load time, as the Predictor applies it at inference.
+    ``images`` (id -> .npy path) replaces the prepared images, e.g. by the stain-normalised ones
+    of the normalize stage; ``stain_copies`` (id -> .npy paths of recoloured copies) are drawn
+    instead of the image with probability ``stain_copy_prob``.
+
+    Every array is a read-only memory map opened lazily in the process that reads it (a data
+    loader worker, however it was started, never receives pixel data): a crop pages in only its
+    own rows, so memory does not grow with the number of images.
 
     Randomness comes from ``(seed, epoch, index)`` alone, so an epoch is reproducible whatever
-    the number of data-loader workers; call :meth:`set_epoch` before each epoch.
+    the number of data-loader workers. A key is an index (epoch from :meth:`set_epoch`) or an
+    ``(epoch, index)`` pair, which persistent workers need: their copy of the dataset never sees
+    ``set_epoch``.
     """
 
     def __init__(
@@ -84,26 +93,28 @@ class CropDataset(Dataset):
         seed: int = 0,
         organ_oversample: Mapping[str, float] | None = None,
         um_per_px: float = 1.0,
-        stain_copies: Mapping[str, list[np.ndarray]] | None = None,
+        stain_copies: Mapping[str, Sequence[Path]] | None = None,
         stain_copy_prob: float = 0.0,
-        normalize: Callable[[np.ndarray, str], np.ndarray] | None = None,
+        images: Mapping[str, Path] | None = None,
     ) -> None:
         organ_of = read_index(prepared_dir).set_index("id")["organ"].to_dict()
         unknown = set(organ_oversample or {}) - set(ORGANS)
         if unknown:
             raise ValueError(f"organ_oversample: unknown organ(s) {sorted(unknown)}")
-        # Memory maps: a crop pages in only its own rows, so memory does not grow with the
-        # number of images (forked data-loader workers share the maps).
-        self.items = [load_prepared(prepared_dir, i, mmap=True) for i in ids]
-        self.ftu = [load_array(prepared_dir, i, "ftu", mmap=True) for i in ids]
-        self.copies = [list((stain_copies or {}).get(i, [])) for i in ids]
-        if normalize is not None:
-            # Normalised in memory once per run (not cached yet: every image is read whole).
-            self.items = [(normalize(im, i), m) for (im, m), i in zip(self.items, ids, strict=True)]
-            self.copies = [
-                [normalize(c, f"{i} stain copy") for c in cs]
-                for cs, i in zip(self.copies, ids, strict=True)
-            ]
+        self.paths = [
+            (
+                Path((images or {}).get(i) or prepared_path(prepared_dir, i, "image")),
+                prepared_path(prepared_dir, i, "mask"),
+                prepared_path(prepared_dir, i, "ftu"),
+            )
+            for i in ids
+        ]
+        for triple in self.paths:
+            for path in triple:
+                if not path.is_file():
+                    raise DataError(f"{path}: training array missing (re-run its stage)")
+        self.copy_paths = [[Path(c) for c in (stain_copies or {}).get(i, [])] for i in ids]
+        self._maps: dict[Path, np.ndarray] = {}
         self.stain_copy_prob = stain_copy_prob
         self.organs = [ORGANS.index(organ_of[i]) for i in ids]
         # Which image each sample index crops from; oversampled organs appear more often.
@@ -118,6 +129,16 @@ class CropDataset(Dataset):
         self.um_per_px = um_per_px
         self.epoch = 0
 
+    def __getstate__(self) -> dict:
+        # Workers re-open the maps themselves: pickling a memory map would copy its pixels.
+        return {**self.__dict__, "_maps": {}}
+
+    def _map(self, path: Path) -> np.ndarray:
+        array = self._maps.get(path)
+        if array is None:
+            array = self._maps[path] = np.load(path, mmap_mode="r", allow_pickle=False)
+        return array
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -125,17 +146,21 @@ class CropDataset(Dataset):
         return len(self.sources)
 
     def _draw(self, source: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A crop of image ``source``: the original, or one of its stain copies."""
-        image, mask = self.items[source]
-        copies = self.copies[source]
+        """A crop of image ``source``: the image, or one of its stain copies."""
+        image_path, mask_path, ftu_path = self.paths[source]
+        copies = self.copy_paths[source]
         if copies and self.stain_copy_prob and rng.random() < self.stain_copy_prob:
-            image = copies[int(rng.integers(len(copies)))]
-        image, mask = random_crop(image, mask, self.crop_size, rng, self.ftu_prob, self.ftu[source])
+            image_path = copies[int(rng.integers(len(copies)))]
+        image, mask = random_crop(
+            self._map(image_path), self._map(mask_path), self.crop_size, rng, self.ftu_prob,
+            self._map(ftu_path),
+        )  # fmt: skip
         # In-memory copies of the crop alone (the maps are read-only and stay untouched).
         return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        rng = np.random.default_rng([self.seed, epoch, index])
         source = self.sources[index]
         image, mask = self._draw(source, rng)
         pixel_size = self.um_per_px
@@ -144,7 +169,7 @@ class CropDataset(Dataset):
             def draw_other(same_organ: bool) -> tuple[np.ndarray, np.ndarray]:
                 pool = [
                     j
-                    for j in range(len(self.items))
+                    for j in range(len(self.paths))
                     if j != source and (not same_organ or self.organs[j] == self.organs[source])
                 ] or [source]
                 return self._draw(pool[int(rng.integers(len(pool)))], rng)
@@ -154,8 +179,61 @@ class CropDataset(Dataset):
                 draw_other,
             )  # fmt: skip
         return {
-            "image": to_tensor(image),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask)).float().unsqueeze(0),
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8)).unsqueeze(0),
             "organ": torch.tensor(self.organs[source]),
             "log_pixel_size": torch.tensor(math.log(pixel_size), dtype=torch.float32),
         }
+
+
+class EpochBatches(Sampler[list[tuple[int, int]]]):
+    """Wraps a batch sampler so every key carries its epoch: ``(epoch, index)``."""
+
+    def __init__(self, batches: Sampler[list[int]]) -> None:
+        self.batches = batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.batches.set_epoch(epoch)  # type: ignore[attr-defined]
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for batch in self.batches:
+            yield [(self.epoch, i) for i in batch]
+
+
+def _worker_init(_: int) -> None:
+    # One OpenCV thread per worker: the workers are the parallelism (N workers x N cv2
+    # threads would oversubscribe the cores).
+    cv2.setNumThreads(1)
+
+
+def make_loader(
+    dataset: CropDataset,
+    batches: Sampler[list[int]],
+    num_workers: int,
+    pin_memory: bool,
+    prefetch_factor: int = 2,
+) -> tuple[DataLoader, EpochBatches]:
+    """A DataLoader over ``dataset`` with persistent workers (when there are any), pinned
+    memory for asynchronous host-to-device copies, and epoch-carrying keys. Returns the loader
+    and its sampler (call ``set_epoch`` on it before every epoch)."""
+    if num_workers < 0:
+        raise ValueError(f"train.num_workers must be >= 0, got {num_workers}")
+    sampler = EpochBatches(batches)
+    workers = {
+        "persistent_workers": True,
+        "prefetch_factor": prefetch_factor,
+        "worker_init_fn": _worker_init,
+    }
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        **(workers if num_workers else {}),
+    )
+    return loader, sampler

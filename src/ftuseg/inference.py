@@ -43,7 +43,9 @@ def resolve_device(device: str = "auto") -> torch.device:
 class InferenceConfig:
     """The ``inference`` group of params.yaml."""
 
-    tile_size: int = 256  # tile side at training scale (px)
+    # Tile side at the training scale (px); None: each member's training crop (recorded in its
+    # checkpoint), the context size the model learnt from.
+    tile_size: int | None = None
     overlap: float = 0.25  # fraction of the tile shared with its neighbour
     batch_size: int = 8  # tiles per forward pass
     window: str = "gaussian"  # blending window: gaussian | cosine | flat
@@ -58,7 +60,7 @@ class InferenceConfig:
     scale_handling: bool = True
 
     def __post_init__(self) -> None:
-        if self.tile_size < 1 or self.batch_size < 1:
+        if (self.tile_size is not None and self.tile_size < 1) or self.batch_size < 1:
             raise ValueError("inference.tile_size and inference.batch_size must be positive")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"inference.overlap must be in [0, 1), got {self.overlap}")
@@ -140,6 +142,7 @@ class Member:
     weight: float
     name: str = ""
     organs: tuple[str, ...] | None = None  # a specialist's organs; None = every organ
+    tile_size: int | None = None  # its training crop: the tile side when inference sets none
 
 
 @dataclass
@@ -162,9 +165,16 @@ class Predictor:
             raise ValueError("member weights must sum to a positive number")
         self.device = resolve_device(self.config.device)
         self.members = [
-            Member(m.model.to(self.device).eval(), m.weight / total, m.name, m.organs)
+            Member(m.model.to(self.device).eval(), m.weight / total, m.name, m.organs, m.tile_size)
             for m in self.members
         ]
+        for m in self.members:
+            if self.config.tile_size is None and m.tile_size is None:
+                raise DataError(
+                    f"inference.tile_size is null (the training crop) but member {m.name!r} "
+                    "records no training crop (a checkpoint from before crop_size was recorded: "
+                    "re-train it, or set inference.tile_size)"
+                )
         dtype = PRECISIONS[self.config.precision]
         # Reduced precision only where it pays off and is well supported: CUDA.
         self.autocast_dtype = dtype if self.device.type == "cuda" else None
@@ -182,9 +192,13 @@ class Predictor:
                 json.dumps(meta.get("stain_normalize") or {"method": "none"}, sort_keys=True)
             )
             organs = meta["model_cfg"].get("organs")
+            crop = meta.get("crop_size")
             members.append(
-                Member(model, float(weight), str(directory), tuple(organs) if organs else None)
-            )
+                Member(
+                    model, float(weight), str(directory), tuple(organs) if organs else None,
+                    int(crop) if crop else None,
+                )
+            )  # fmt: skip
             scales.add(float(meta["um_per_px"]))
         if len(scales) != 1:
             raise ValueError(f"ensemble members were trained at different scales: {sorted(scales)}")
@@ -227,16 +241,21 @@ class Predictor:
             prob = p if prob is None else prob + p
         return prob / len(self.config.tta)
 
+    def tile_size(self, member: Member) -> int:
+        """The tile side a member predicts with: the configured one, else its training crop."""
+        return int(self.config.tile_size or member.tile_size)  # type: ignore[arg-type]
+
     @torch.inference_mode()
-    def predict_member(self, model: Segmenter, image: torch.Tensor) -> np.ndarray:
-        """Blended tiled probability (float32, H×W) of one model on a (3, H, W) image tensor.
+    def predict_member(self, member: Member, image: torch.Tensor) -> np.ndarray:
+        """Blended tiled probability (float32, H×W) of one member on a (3, H, W) image tensor.
 
         ``image`` may be uint8 (0..255) or float (0..1); tiles are converted batch by batch, so
         the whole image never exists as floats.
         """
         cfg = self.config
+        model = member.model
         shape = tuple(image.shape[-2:])
-        boxes = tiles(shape, cfg.tile_size, cfg.overlap)
+        boxes = tiles(shape, self.tile_size(member), cfg.overlap)
         window = torch.from_numpy(blend_window(boxes[0][2], boxes[0][3], cfg.window))
         acc = torch.zeros(shape)
         norm = torch.zeros(shape)
@@ -260,8 +279,14 @@ class Predictor:
         scaled = to_scale(image, self.source_pixel_size(pixel_size), self.um_per_px)
         if self.normalize is not None:
             scaled = self.normalize(scaled, "image")
+        return self.predict_at_scale(scaled, organ)
+
+    def predict_at_scale(self, scaled: np.ndarray, organ: str | None = None) -> np.ndarray:
+        """:meth:`predict_scaled` of an image already resampled to the training scale (and
+        stain-normalised, when the members use normalisation)."""
         # A (3, H, W) uint8 view of the resampled image: no float copy of the whole image.
-        x = torch.from_numpy(np.ascontiguousarray(scaled)).permute(2, 0, 1)
+        # (read-only memory maps are copied: torch wants writable arrays, even only to read)
+        x = torch.from_numpy(np.require(scaled, requirements=["C", "W"])).permute(2, 0, 1)
         weights = member_weights(
             [m.weight for m in self.members], [m.organs for m in self.members], organ
         )
@@ -269,7 +294,7 @@ class Predictor:
         acc = None
         for m, w in zip(self.members, weights, strict=True):
             if w > 0:
-                acc = accumulate(acc, quantize(self.predict_member(m.model, x)), w / total)
+                acc = accumulate(acc, quantize(self.predict_member(m, x)), w / total)
         return quantize(acc)
 
     def predict(self, image: np.ndarray, pixel_size: float, organ: str | None = None) -> np.ndarray:

@@ -9,6 +9,8 @@ HPA training images are DAB + hematoxylin; the HuBMAP test images are H&E or PAS
 - :class:`StainNormalizer` maps an image's stains onto a reference (Vahadane, Macenko or
   Reinhard), identically in training and at inference; the reference H&E and PAS images
   published by the competition's hosts ship in ``assets/stain_references``.
+  :func:`run_normalize_stage` applies it once per training image and copy (a cached DVC output
+  that training memory-maps).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -27,8 +29,8 @@ import pandas as pd
 from rich.progress import track
 
 from .errors import DataError
-from .prepare import load_prepared, read_index
-from .utils import atomic_path
+from .prepare import load_prepared, prepared_path, read_index
+from .utils import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -296,10 +298,10 @@ def run_stain_stage(
     return table
 
 
-def load_copies(stain_dir: str | Path, ids: list[str]) -> dict[str, list[np.ndarray]]:
-    """The stain copies of ``ids`` (RGB uint8, read-only memory maps), from a stain stage output
-    folder. Every id must have at least one copy: training that asks for copies never silently
-    trains without."""
+def copy_files(stain_dir: str | Path, ids: list[str]) -> dict[str, list[Path]]:
+    """The stain copies of ``ids`` (RGB uint8 ``.npy`` files of a stain stage output folder),
+    checked to exist and to hold (H, W, 3) uint8 arrays. Every id must have at least one copy:
+    training that asks for copies never silently trains without."""
     index_path = Path(stain_dir) / INDEX_NAME
     if not index_path.is_file():
         raise DataError(f"{index_path}: not found (run the stain stage)")
@@ -311,14 +313,95 @@ def load_copies(stain_dir: str | Path, ids: list[str]) -> dict[str, list[np.ndar
             f"{' ...' if len(missing) > 5 else ''} (re-run the stain stage on these prepared "
             "images, or set train.stain_copy_prob: 0 when stain.augment.copies is 0)"
         )
-    out: dict[str, list[np.ndarray]] = {i: [] for i in ids}
+    out: dict[str, list[Path]] = {i: [] for i in ids}
     for row in table[table["id"].isin(ids)].sort_values(["id", "copy"]).itertuples(index=False):
         path = Path(stain_dir) / row.file
         try:
-            image = np.load(path, mmap_mode="r", allow_pickle=False)
+            image = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header only
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: cannot read stain copy ({exc})") from None
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise DataError(f"{path}: not an (H, W, 3) uint8 stain copy")
-        out[row.id].append(image)
+        out[row.id].append(path)
     return out
+
+
+# ---------------------------------------------------------------------------- cached normalisation
+
+NORMALIZED_DIR = "normalized"
+NORMALIZE_CONFIG_NAME = "normalize.json"
+
+
+def normalized_path(norm_dir: str | Path, image_id: str, k: int | None = None) -> Path:
+    """The normalised prepared image (``k`` None) or its ``k``-th normalised stain copy."""
+    name = image_id if k is None else f"{image_id}_{k}"
+    return Path(norm_dir) / NORMALIZED_DIR / f"{name}.npy"
+
+
+def run_normalize_stage(
+    prepared_dir: str | Path,
+    stain_dir: str | Path | None,
+    out_dir: str | Path,
+    cfg: NormalizeConfig,
+) -> pd.DataFrame:
+    """Normalise every prepared image, and every stain copy under ``stain_dir``, once: training
+    memory-maps the results instead of normalising at start-up (Vahadane takes 1.7 s per 1500²
+    image). Writes ``normalize.json`` (the settings) and ``index.csv`` (id, copy, file; copy -1
+    is the image itself), atomically; with ``method: none`` only the settings and an empty
+    index. Returns the index."""
+    normalizer = StainNormalizer(cfg)
+    index = read_index(prepared_dir)
+    copies = (
+        pd.read_csv(Path(stain_dir) / INDEX_NAME, dtype={"id": str})
+        if normalizer.enabled and stain_dir is not None
+        else pd.DataFrame(columns=["id", "copy", "file"])
+    )
+    rows = []
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        write_json(tmp / NORMALIZE_CONFIG_NAME, asdict(cfg))
+        if normalizer.enabled:
+            (tmp / NORMALIZED_DIR).mkdir()
+            for image_id in track(index["id"].tolist(), description=f"normalize: {cfg.method}"):
+                sources = [(-1, prepared_path(prepared_dir, image_id, "image"))] + [
+                    (int(r.copy), Path(stain_dir) / r.file)  # type: ignore[arg-type]
+                    for r in copies[copies["id"] == image_id].itertuples(index=False)
+                ]
+                for k, source in sources:
+                    out = normalized_path(tmp, image_id, None if k < 0 else k)
+                    np.save(out, normalizer(np.load(source), str(source)))
+                    rows.append(
+                        {"id": image_id, "copy": k, "file": out.relative_to(tmp).as_posix()}
+                    )
+        table = pd.DataFrame(rows, columns=["id", "copy", "file"])
+        table.to_csv(tmp / INDEX_NAME, index=False)
+    return table
+
+
+def normalized_files(
+    norm_dir: str | Path, cfg: NormalizeConfig, ids: list[str], with_copies: bool
+) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """The normalised images and stain copies of ``ids`` from a normalize stage output written
+    with the same settings ``cfg`` (anything else is an error: the images would not be what the
+    checkpoint records)."""
+    config_path = Path(norm_dir) / NORMALIZE_CONFIG_NAME
+    if not config_path.is_file():
+        raise DataError(f"{config_path}: not found (run the normalize stage)")
+    if read_json(config_path) != asdict(cfg):
+        raise DataError(
+            f"{config_path}: written with other stain.normalize settings than the ones given "
+            f"({read_json(config_path)} vs {asdict(cfg)}); re-run the normalize stage"
+        )
+    table = pd.read_csv(Path(norm_dir) / INDEX_NAME, dtype={"id": str})
+    images = {r.id: Path(norm_dir) / r.file for r in table[table["copy"] < 0].itertuples()}
+    missing = sorted(set(ids) - set(images))
+    if missing:
+        raise DataError(f"{norm_dir}: no normalised image for {missing[:5]} (re-run normalize)")
+    copies: dict[str, list[Path]] = {i: [] for i in ids}
+    if with_copies:
+        for r in (
+            table[(table["copy"] >= 0) & table["id"].isin(ids)]
+            .sort_values(["id", "copy"])
+            .itertuples()
+        ):
+            copies[r.id].append(Path(norm_dir) / r.file)
+    return images, copies

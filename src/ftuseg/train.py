@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from dvclive import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,14 +24,21 @@ from torch.utils.data import DataLoader
 
 from .augment import AugmentConfig
 from .checkpoint import save_checkpoint
-from .datasets import CropDataset, to_tensor
-from .distributed import GlobalBatchSampler, barrier, cleanup, from_main, mean_across, setup
+from .datasets import CropDataset, EpochBatches, make_loader
+from .distributed import (
+    DistInfo,
+    GlobalBatchSampler,
+    barrier,
+    cleanup,
+    from_main,
+    mean_across,
+    setup,
+)
 from .errors import DataError
-from .inference import resolve_device
+from .inference import PRECISIONS, InferenceConfig, resolve_device
 from .losses import LossWeights, SegmentationLoss
-from .metrics import dice
 from .models import Segmenter, build_model
-from .prepare import ARRAYS, load_prepared, prepared_path, read_index
+from .prepare import ARRAYS, prepared_path, read_index
 from .prepare import INDEX_NAME as PREPARED_INDEX
 from .resume import (
     TrainingState,
@@ -43,9 +49,9 @@ from .resume import (
     restore,
     save_state,
 )
-from .stain import INDEX_NAME as STAIN_INDEX
-from .stain import NormalizeConfig, StainNormalizer, load_copies
+from .stain import NormalizeConfig, copy_files, normalized_files
 from .utils import seed_everything
+from .validation import Validator
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +78,26 @@ class TrainConfig:
     organ_oversample: dict[str, float] = field(default_factory=dict)  # e.g. {lung: 5}
     stain_copy_prob: float = 0.0  # draw a stain-augmented copy instead of the original
     patience: int = 0  # epochs without improvement before stopping; 0 = never stop early
-    num_workers: int = 0
+    num_workers: int = 0  # data-loader processes (persistent; pinned memory on CUDA)
     seed: int = 2022
     threads: int = 0  # CPU threads for torch; 0 = all cores
     device: str = "auto"
-    amp: bool = True
+    precision: str = "fp16"  # autocast on CUDA: fp16 (with loss scaling) | bf16 | fp32
+    channels_last: bool = True  # NHWC activations on CUDA (tensor-core friendly convolutions)
+    cudnn_benchmark: bool = True  # let cuDNN time its kernels for the crop size (CUDA only)
     resume: bool = True  # continue an interrupted run from its persisted state
     nproc: int = 1  # processes (DDP under torchrun): NCCL on GPU, gloo on CPU
     sync_bn: bool = True  # synchronise BatchNorm statistics across GPU processes (CUDA only)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"train.precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}"
+            )
+
+
+# Settings that change how fast a run goes, not what it computes (kept out of the fingerprint).
+EXECUTION_KNOBS = ("threads", "num_workers", "resume", "cudnn_benchmark")
 
 
 def train_config(train_group: dict[str, Any], model_cfg: dict[str, Any]) -> TrainConfig:
@@ -122,67 +140,40 @@ class _NoLive:
         return None
 
 
-def input_files(
-    prepared_dir: str | Path,
-    train_ids: list[str],
-    val_ids: list[str],
-    stain_dir: str | Path | None,
-    with_copies: bool,
-) -> list[Path]:
-    """Every file whose content shapes a training run: the prepared index and arrays of its
-    images and, when copies are drawn, the stain stage's index and copies of its images."""
-    files = [Path(prepared_dir) / PREPARED_INDEX]
-    files += [prepared_path(prepared_dir, i, a) for i in [*train_ids, *val_ids] for a in ARRAYS]
-    if with_copies and stain_dir is not None:
-        index = Path(stain_dir) / STAIN_INDEX
-        table = pd.read_csv(index, dtype={"id": str})
-        files += [
-            index,
-            *(Path(stain_dir) / f for f in table.loc[table["id"].isin(train_ids), "file"]),
-        ]
-    return files
+@dataclass(frozen=True)
+class TrainData:
+    """Where a training run reads its data."""
+
+    prepared: Path  # the prepare stage's output
+    train_csv: Path  # the raw train.csv: validation scores against its original-size masks
+    um_per_px: float  # the training scale (prepare.um_per_px)
+    stain: Path | None = None  # the stain stage's output (stain copies)
+    normalized: Path | None = None  # the normalize stage's output (with stain.normalize on)
 
 
-@torch.inference_mode()
-def evaluate(
-    model: Segmenter, items: list[tuple[np.ndarray, np.ndarray]], device: torch.device
-) -> float:
-    """Mean per-image Dice at threshold 0.5 on whole prepared images (at training scale)."""
-    model.eval()
-    scores = []
-    for image, mask in items:
-        logits = model(to_tensor(image).unsqueeze(0).to(device))
-        scores.append(dice((logits[0, 0] > 0).cpu().numpy(), mask))
-    return float(np.mean(scores)) if scores else math.nan
+@dataclass(frozen=True)
+class RunDirs:
+    """Where a training run writes."""
+
+    checkpoint: Path  # the best epoch's safetensors + model.json
+    live: Path  # dvclive
+    state: Path | None = None  # resumable state (None: no resume)
 
 
-def train_fold(
-    prepared_dir: str | Path,
-    model_name: str,
-    model_cfg: dict[str, Any],
-    fold: int,
-    cfg: TrainConfig,
-    um_per_px: float,
-    out_dir: str | Path,
-    live_dir: str | Path,
-    state_dir: str | Path | None = None,
-    augment: AugmentConfig | None = None,
-    stain_dir: str | Path | None = None,
-    normalize: NormalizeConfig | None = None,
-) -> dict[str, Any]:
-    """Train ``model_name`` on all folds but ``fold``, validate on ``fold``; returns a summary.
+@dataclass
+class Runtime:
+    """Device and process group of a run."""
 
-    With ``state_dir`` (and ``cfg.resume``), the state after every epoch is persisted there and a
-    run killed part-way continues from its last completed epoch, ending with the same weights
-    and logs as an uninterrupted run (see :mod:`ftuseg.resume`).
+    device: torch.device
+    info: DistInfo
 
-    ``augment`` is the augmentation recipe (default: dihedral only), ``stain_dir`` the stain
-    stage's output (copies drawn with ``cfg.stain_copy_prob``), ``normalize`` the stain
-    normalisation applied to every training and validation image and recorded in the checkpoint
-    so inference applies it too.
-    """
-    augment = augment if augment is not None else AugmentConfig()
-    normalize = normalize or NormalizeConfig()
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def setup_runtime(cfg: TrainConfig) -> Runtime:
+    """Threads, device, process group and the determinism switches."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -192,131 +183,292 @@ def train_fold(
         torch.cuda.set_device(device)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
-    seed = cfg.seed + 1000 * fold
-    seed_everything(seed)
+    else:
+        # cuDNN picks the fastest kernels for the fixed crop size (not bit-reproducible).
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+    return Runtime(device, info)
 
-    index = read_index(prepared_dir)
+
+def fold_ids(prepared: Path, fold: int) -> tuple[list[str], list[str], list[float]]:
+    """Training ids, validation ids and the training images' pixel sizes of a fold."""
+    index = read_index(prepared)
     if fold not in set(index["fold"]):
         raise ValueError(
-            f"fold {fold} does not exist in {prepared_dir} (folds: {sorted(set(index['fold']))})"
+            f"fold {fold} does not exist in {prepared} (folds: {sorted(set(index['fold']))})"
         )
-    if cfg.accumulate < 1:
-        raise ValueError(f"train.accumulate must be >= 1, got {cfg.accumulate}")
     train_ids, val_ids = split_ids(index, fold)
-    if cfg.stain_copy_prob > 0 and stain_dir is None:
+    sizes = sorted({float(v) for v in index.loc[index["id"].isin(train_ids), "pixel_size"]})
+    return train_ids, val_ids, sizes
+
+
+def image_files(
+    data: TrainData, normalize: NormalizeConfig, ids: list[str], cfg: TrainConfig
+) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """The image each id is cropped from and its stain copies: the prepared image and the stain
+    stage's copies, or their cached stain-normalised versions."""
+    with_copies = cfg.stain_copy_prob > 0
+    if with_copies and data.stain is None:
         raise DataError(
             f"train.stain_copy_prob is {cfg.stain_copy_prob} but no stain stage output was given"
         )
-    train_pixel_sizes = sorted(
-        {float(v) for v in index.loc[index["id"].isin(train_ids), "pixel_size"]}
-    )
-    normalizer = StainNormalizer(normalize)
+    if normalize.method != "none":
+        if data.normalized is None:
+            raise DataError("stain.normalize is on but no normalize stage output was given")
+        return normalized_files(data.normalized, normalize, ids, with_copies)
+    images = {i: prepared_path(data.prepared, i, "image") for i in ids}
+    copies = copy_files(data.stain, ids) if with_copies else {}  # type: ignore[arg-type]
+    return images, copies
+
+
+def input_files(
+    data: TrainData, ids: list[str], files: tuple[dict[str, Path], dict[str, list[Path]]]
+) -> list[Path]:
+    """Every file whose content shapes a training run: the prepared index, train.csv (the
+    validation masks), the prepared arrays of ``ids`` and the images and copies it crops."""
+    inputs = [data.prepared / PREPARED_INDEX, data.train_csv]
+    inputs += [prepared_path(data.prepared, i, a) for i in ids for a in ARRAYS]
+    inputs += [*files[0].values(), *(c for cs in files[1].values() for c in cs)]
+    return sorted(set(inputs))
+
+
+def build_loader(
+    data: TrainData,
+    ids: list[str],
+    files: tuple[dict[str, Path], dict[str, list[Path]]],
+    cfg: TrainConfig,
+    augment: AugmentConfig,
+    seed: int,
+    runtime: Runtime,
+) -> tuple[DataLoader, EpochBatches]:
     dataset = CropDataset(
-        prepared_dir,
-        train_ids,
+        data.prepared,
+        ids,
         cfg.crop_size,
         cfg.samples_per_image,
         cfg.ftu_crop_prob,
         augment=augment,
         seed=seed,
         organ_oversample=cfg.organ_oversample,
-        um_per_px=um_per_px,
-        stain_copies=load_copies(stain_dir, train_ids) if cfg.stain_copy_prob > 0 else None,
+        um_per_px=data.um_per_px,
+        stain_copies=files[1],
         stain_copy_prob=cfg.stain_copy_prob,
-        normalize=normalizer if normalizer.enabled else None,
+        images=files[0],
     )
     # The same global batches whatever the number of processes; each rank takes its slice.
-    sampler = GlobalBatchSampler(
-        len(dataset), cfg.batch_size, len(dataset) > cfg.batch_size, seed, info
+    batches = GlobalBatchSampler(
+        len(dataset), cfg.batch_size, len(dataset) > cfg.batch_size, seed, runtime.info
     )
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers)
-    val_items = [load_prepared(prepared_dir, i, mmap=True) for i in val_ids]
-    val_items = [(normalizer(im, i), m) for (im, m), i in zip(val_items, val_ids, strict=True)]
+    return make_loader(dataset, batches, cfg.num_workers, pin_memory=runtime.cuda)
 
-    model = build_model(model_cfg)
-    if info.enabled and device.type == "cuda" and cfg.sync_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(device)
-    # DDP shares the parameters with `model`; evaluation and checkpoints use `model` directly.
-    heads = model.has_heads
-    net = (
-        DistributedDataParallel(
-            model,
-            device_ids=[device] if device.type == "cuda" else None,
-            find_unused_parameters=heads,
-        )
-        if info.enabled
-        else model
-    )
-    criterion = SegmentationLoss(
-        LossWeights(
-            cfg.bce_weight,
-            cfg.dice_weight,
-            cfg.focal_weight,
-            cfg.aux_weight,
-            cfg.organ_weight,
-            cfg.pixel_size_weight,
-        )
-    )
+
+@dataclass
+class Optimisation:
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    scaler: torch.amp.GradScaler
+    autocast: torch.dtype | None  # None: fp32
+    updates_per_epoch: int
+
+
+def build_optimisation(
+    model: Segmenter, cfg: TrainConfig, batches: int, cuda: bool
+) -> Optimisation:
+    """AdamW, a per-update cosine schedule with warm-up, and mixed precision on CUDA."""
+    if cfg.accumulate < 1:
+        raise ValueError(f"train.accumulate must be >= 1, got {cfg.accumulate}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    updates_per_epoch = math.ceil(len(loader) / cfg.accumulate)
-    steps = cfg.epochs * updates_per_epoch
+    updates = math.ceil(batches / cfg.accumulate)
     scheduler = CosineLRScheduler(
         optimizer,
-        t_initial=steps,
+        t_initial=cfg.epochs * updates,
         lr_min=cfg.lr * 0.01,
-        warmup_t=round(cfg.warmup_epochs * updates_per_epoch),
+        warmup_t=round(cfg.warmup_epochs * updates),
         warmup_lr_init=cfg.lr * 0.01,
         t_in_epochs=False,
     )
-    amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    autocast = PRECISIONS[cfg.precision] if cuda else None
+    # bf16 has fp32's range: only fp16 needs loss scaling.
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast == torch.float16)
+    return Optimisation(optimizer, scheduler, scaler, autocast, updates)
 
-    # Everything that determines the run; the execution knobs (threads, workers, resume) do not.
-    run_id = fingerprint(
+
+def prepare_model(
+    model_cfg: dict[str, Any], cfg: TrainConfig, runtime: Runtime
+) -> tuple[Segmenter, torch.nn.Module]:
+    """The model on its device, and the module the training step calls (DDP-wrapped when
+    several processes train). DDP shares the parameters; validation and checkpoints use the
+    bare model."""
+    model = build_model(model_cfg)
+    if runtime.info.enabled and runtime.cuda and cfg.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(runtime.device)
+    if runtime.cuda and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if not runtime.info.enabled:
+        return model, model
+    net = DistributedDataParallel(
+        model,
+        device_ids=[runtime.device] if runtime.cuda else None,
+        find_unused_parameters=model.has_heads,
+    )
+    return model, net
+
+
+def run_fingerprint(
+    model_name: str,
+    model_cfg: dict[str, Any],
+    cfg: TrainConfig,
+    fold: int,
+    ids: tuple[list[str], list[str]],
+    data: TrainData,
+    settings: dict[str, Any],
+    device: torch.device,
+    files: list[Path],
+) -> str:
+    """Everything that determines the run; the execution knobs (threads, workers, resume) do
+    not count."""
+    return fingerprint(
         {
             "model": model_name,
             "model_cfg": model_cfg,
-            "cfg": {
-                k: v
-                for k, v in asdict(cfg).items()
-                if k not in ("threads", "num_workers", "resume")
-            },
-            "um_per_px": um_per_px,
+            "cfg": {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_KNOBS},
+            "um_per_px": data.um_per_px,
             "fold": fold,
-            "train_ids": train_ids,
-            "val_ids": val_ids,
-            "augment": asdict(augment),
-            "normalize": asdict(normalize),
-            "stain_copies": str(stain_dir) if cfg.stain_copy_prob > 0 else None,
+            "train_ids": ids[0],
+            "val_ids": ids[1],
+            **settings,
             # a GPU run resumes on a GPU (its CUDA RNG and GradScaler state), a CPU run on a CPU
             "device": device.type,
-            "inputs": inputs_digest(
-                input_files(prepared_dir, train_ids, val_ids, stain_dir, cfg.stain_copy_prob > 0)
-            ),
+            "inputs": inputs_digest(files),
         }
     )
-    state = TrainingState(run_id)
-    best_weights = None
-    resumed = load_state(state_dir, run_id) if (state_dir and cfg.resume) else None
-    if resumed is not None:
-        state, tensors, saved = resumed
-        best_weights = restore(tensors, saved, model, optimizer, scaler)
-        log.info(
-            "resuming %s fold %d after epoch %d (best %d)",
-            model_name,
-            fold,
-            state.epoch,
-            state.best_epoch,
-        )
 
-    resumed_from = state.epoch
+
+def progress_bar(model_name: str, fold: int, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn(f"train {model_name} fold {fold}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "epoch {task.fields[epoch]} loss {task.fields[loss]:.4f} dice {task.fields[dice]:.4f}"
+        ),
+        TimeElapsedColumn(),
+        disable=not enabled,
+    )
+
+
+def train_epoch(
+    net: torch.nn.Module,
+    heads: bool,
+    loader: DataLoader,
+    criterion: SegmentationLoss,
+    opt: Optimisation,
+    epoch: int,
+    cfg: TrainConfig,
+    runtime: Runtime,
+    advance: Any,
+) -> dict[str, float]:
+    """One pass over the loader; returns the mean loss and loss parts of this process.
+
+    Batches arrive as uint8 and become floats on the device (a quarter of the bytes to copy);
+    pinned batches copy asynchronously while the previous step computes.
+    """
+    losses: list[float] = []
+    parts_sum: dict[str, float] = {}
+    memory = torch.channels_last if runtime.cuda and cfg.channels_last else torch.contiguous_format
+    opt.optimizer.zero_grad(set_to_none=True)
+    for i, batch in enumerate(loader):
+        batch = {k: v.to(runtime.device, non_blocking=True) for k, v in batch.items()}
+        image = batch["image"].float().div_(255.0).contiguous(memory_format=memory)
+        update = (i + 1) % cfg.accumulate == 0 or i + 1 == len(loader)
+        # Gradients of non-final micro-batches stay local (DDP syncs on the update).
+        sync = net.no_sync() if runtime.info.enabled and not update else contextlib.nullcontext()
+        with sync:
+            with torch.autocast(
+                runtime.device.type, dtype=opt.autocast or torch.float32,
+                enabled=opt.autocast is not None,
+            ):  # fmt: skip
+                output = net(image, heads=heads)
+            loss, parts = criterion(
+                output, batch["mask"].float(), batch["organ"], batch["log_pixel_size"]
+            )
+            opt.scaler.scale(loss / cfg.accumulate).backward()
+        if update:
+            opt.scaler.step(opt.optimizer)
+            opt.scaler.update()
+            opt.optimizer.zero_grad(set_to_none=True)
+            opt.scheduler.step_update(epoch * opt.updates_per_epoch + (i // cfg.accumulate) + 1)
+        losses.append(loss.item())
+        for name, value in parts.items():
+            parts_sum[name] = parts_sum.get(name, 0.0) + value
+        advance(float(np.mean(losses)))
+    return {
+        "loss": float(np.mean(losses)),
+        **{f"loss_{k}": v / len(losses) for k, v in parts_sum.items() if len(parts_sum) > 1},
+    }
+
+
+def train_fold(
+    data: TrainData,
+    model_name: str,
+    model_cfg: dict[str, Any],
+    fold: int,
+    cfg: TrainConfig,
+    dirs: RunDirs,
+    augment: AugmentConfig | None = None,
+    normalize: NormalizeConfig | None = None,
+    inference: InferenceConfig | None = None,
+) -> dict[str, Any]:
+    """Train ``model_name`` on all folds but ``fold``, validate on ``fold``; returns a summary.
+
+    The best epoch is chosen by :class:`~ftuseg.validation.Validator`, the OOF stage's own
+    computation with ``inference`` (default: tiles of the training crop, no TTA). With
+    ``dirs.state`` (and ``cfg.resume``), the state after every epoch is persisted there and a
+    run killed part-way continues from its last completed epoch, ending with the same weights
+    and logs as an uninterrupted run (see :mod:`ftuseg.resume`).
+
+    ``augment`` is the augmentation recipe (default: dihedral only); stain copies come from
+    ``data.stain`` (drawn with ``cfg.stain_copy_prob``); with ``normalize`` on, every image and
+    copy is read from the normalize stage's cached output and the checkpoint records the
+    settings, so inference normalises too.
+    """
+    augment = augment if augment is not None else AugmentConfig()
+    normalize = normalize or NormalizeConfig()
+    inference = inference or InferenceConfig()
+    runtime = setup_runtime(cfg)
+    seed = cfg.seed + 1000 * fold
+    seed_everything(seed)
+
+    train_ids, val_ids, train_pixel_sizes = fold_ids(data.prepared, fold)
+    files = image_files(data, normalize, [*train_ids, *val_ids], cfg)
+    loader, sampler = build_loader(data, train_ids, files, cfg, augment, seed, runtime)
+    validate = Validator(
+        data.prepared, data.train_csv, val_ids, data.um_per_px, cfg.crop_size, inference,
+        train_pixel_sizes, files[0],
+    )  # fmt: skip
+    model, net = prepare_model(model_cfg, cfg, runtime)
+    criterion = SegmentationLoss(
+        LossWeights(
+            cfg.bce_weight, cfg.dice_weight, cfg.focal_weight, cfg.aux_weight, cfg.organ_weight,
+            cfg.pixel_size_weight,
+        )
+    )  # fmt: skip
+    opt = build_optimisation(model, cfg, len(loader), runtime.cuda)
+    settings = {
+        "augment": asdict(augment),
+        "normalize": asdict(normalize),
+        "inference": asdict(inference),
+    }
+    run_id = run_fingerprint(
+        model_name, model_cfg, cfg, fold, (train_ids, val_ids), data, settings, runtime.device,
+        input_files(data, [*train_ids, *val_ids], files),
+    )  # fmt: skip
 
     def checkpoint_meta(epoch: int, val_dice: float) -> dict[str, Any]:
         return {
             "name": model_name,
             "model_cfg": model_cfg,
-            "um_per_px": um_per_px,
+            "um_per_px": data.um_per_px,
             "stain_normalize": asdict(normalize),
             "fold": fold,
             "epoch": epoch,
@@ -325,31 +477,19 @@ def train_fold(
             "val_ids": val_ids,
             # What `inference.scale_handling: false` assumes every image has.
             "train_pixel_sizes": train_pixel_sizes,
+            # The context the model learnt from: inference tiles default to it.
+            "crop_size": cfg.crop_size,
         }
 
-    if resumed is not None and best_weights is not None and info.is_main:
-        # The killed run's checkpoint folder is gone (DVC clears outputs); re-emit the best one.
-        current = {k: v.clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(best_weights)
-        save_checkpoint(out_dir, model, checkpoint_meta(state.best_epoch, state.best_val_dice))
-        model.load_state_dict(current)
-
+    state, best_weights = resume_run(dirs, cfg, run_id, model, opt, checkpoint_meta, runtime)
+    resumed_from = state.epoch
     started = time.perf_counter()
-    stopped_early = False
+    main = runtime.info.is_main
     with (
-        Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
-        if info.is_main
+        Live(str(dirs.live), dvcyaml=None, save_dvc_exp=False, report=None)
+        if main
         else _NoLive() as live,
-        Progress(
-            TextColumn(f"train {model_name} fold {fold}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(
-                "epoch {task.fields[epoch]} loss {task.fields[loss]:.4f} dice {task.fields[dice]:.4f}"
-            ),
-            TimeElapsedColumn(),
-            disable=not info.is_main,
-        ) as progress,
+        progress_bar(model_name, fold, main) as progress,
     ):
         live.log_params({"model": model_name, "fold": fold, **asdict(cfg)})
         for logged in state.history:  # replay the epochs a killed run already logged
@@ -357,71 +497,31 @@ def train_fold(
                 live.log_metric(name, value)
             live.next_step()
         task = progress.add_task(
-            "train",
-            total=cfg.epochs * len(loader),
-            completed=state.epoch * len(loader),
-            epoch=state.epoch,
-            loss=math.nan,
-            dice=math.nan,
-        )
+            "train", total=cfg.epochs * len(loader), completed=state.epoch * len(loader),
+            epoch=state.epoch, loss=math.nan, dice=math.nan,
+        )  # fmt: skip
         for epoch in range(state.epoch, cfg.epochs):
             model.train()
-            dataset.set_epoch(epoch)
-            sampler.set_epoch(epoch)  # the data order depends on the epoch alone
-            losses: list[float] = []
-            parts_sum: dict[str, float] = {}
-            optimizer.zero_grad(set_to_none=True)
-            for i, batch in enumerate(loader):
-                batch = {k: v.to(device) for k, v in batch.items()}
-                update = (i + 1) % cfg.accumulate == 0 or i + 1 == len(loader)
-                # Gradients of non-final micro-batches stay local (DDP syncs on the update).
-                sync = contextlib.nullcontext() if update or not info.enabled else net.no_sync()
-                with sync:
-                    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                        output = net(batch["image"], heads=heads)
-                    loss, parts = criterion(
-                        output, batch["mask"], batch["organ"], batch["log_pixel_size"]
-                    )
-                    scaler.scale(loss / cfg.accumulate).backward()
-                if update:
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step_update(epoch * updates_per_epoch + (i // cfg.accumulate) + 1)
-                losses.append(loss.item())
-                for name, value in parts.items():
-                    parts_sum[name] = parts_sum.get(name, 0.0) + value
-                progress.update(task, advance=1, epoch=epoch + 1, loss=float(np.mean(losses)))
+            sampler.set_epoch(epoch)  # the data order and every crop depend on the epoch alone
+            losses = train_epoch(
+                net, model.has_heads, loader, criterion, opt, epoch, cfg, runtime,
+                lambda loss, e=epoch: progress.update(task, advance=1, epoch=e + 1, loss=loss),
+            )  # fmt: skip
             # Validation on the main process; every rank gets its score for early stopping.
-            val_dice = from_main(evaluate(model, val_items, device) if info.is_main else 0.0, info)
+            val_dice = from_main(validate(model) if main else 0.0, runtime.info)
             progress.update(task, dice=val_dice)
             metrics = {
-                "train/loss": mean_across(float(np.mean(losses)), info),
-                **{
-                    f"train/loss_{name}": mean_across(value / len(losses), info)
-                    for name, value in parts_sum.items()
-                    if len(parts_sum) > 1
-                },
-                "train/lr": optimizer.param_groups[0]["lr"],
+                **{f"train/{k}": mean_across(v, runtime.info) for k, v in losses.items()},
+                "train/lr": opt.optimizer.param_groups[0]["lr"],
                 "val/dice": val_dice,
             }
             for name, value in metrics.items():
                 live.log_metric(name, value)
             live.next_step()
-            state.history.append(metrics)
-            state.epoch = epoch + 1
-            if val_dice > state.best_val_dice:
-                state.best_val_dice, state.best_epoch, state.stale = val_dice, epoch + 1, 0
-                if info.is_main:
-                    save_checkpoint(out_dir, model, checkpoint_meta(epoch + 1, val_dice))
-                best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                state.stale += 1
-                stopped_early = bool(cfg.patience and state.stale >= cfg.patience)
-            if state_dir and info.is_main:
-                save_state(state_dir, state, model, optimizer, best_weights, scaler)
-            barrier(info)
-            if stopped_early:
+            best_weights = end_epoch(
+                state, epoch, metrics, model, opt, best_weights, dirs, checkpoint_meta, runtime
+            )
+            if cfg.patience and state.stale >= cfg.patience:
                 log.info("early stop after epoch %d (best %d)", epoch + 1, state.best_epoch)
                 break
         summary = {
@@ -431,12 +531,69 @@ def train_fold(
         }
         for key, value in summary.items():
             live.summary[key] = value
-    if state_dir and info.is_main:
-        mark_complete(state_dir, state)
-    cleanup(info)
+    if dirs.state and main:
+        mark_complete(dirs.state, state)
+    cleanup(runtime.info)
     # Wall time is reported but kept out of the metrics file, which must be reproducible.
     return {
         **summary,
         "resumed_from_epoch": resumed_from,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def resume_run(
+    dirs: RunDirs,
+    cfg: TrainConfig,
+    run_id: str,
+    model: Segmenter,
+    opt: Optimisation,
+    checkpoint_meta: Any,
+    runtime: Runtime,
+) -> tuple[TrainingState, dict[str, torch.Tensor] | None]:
+    """The state to start from: a fresh one, or the persisted state of an interrupted run with
+    the same fingerprint (weights, optimiser, scaler and RNG restored in place)."""
+    resumed = load_state(dirs.state, run_id) if (dirs.state and cfg.resume) else None
+    if resumed is None:
+        return TrainingState(run_id), None
+    state, tensors, saved = resumed
+    best_weights = restore(tensors, saved, model, opt.optimizer, opt.scaler)
+    log.info("resuming after epoch %d (best %d)", state.epoch, state.best_epoch)
+    if best_weights is not None and runtime.info.is_main:
+        # The killed run's checkpoint folder is gone (DVC clears outputs); re-emit the best one.
+        current = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(best_weights)
+        save_checkpoint(
+            dirs.checkpoint, model, checkpoint_meta(state.best_epoch, state.best_val_dice)
+        )
+        model.load_state_dict(current)
+    return state, best_weights
+
+
+def end_epoch(
+    state: TrainingState,
+    epoch: int,
+    metrics: dict[str, float],
+    model: Segmenter,
+    opt: Optimisation,
+    best_weights: dict[str, torch.Tensor] | None,
+    dirs: RunDirs,
+    checkpoint_meta: Any,
+    runtime: Runtime,
+) -> dict[str, torch.Tensor] | None:
+    """Book-keeping after an epoch: history, best checkpoint, early-stopping counter and the
+    resumable state. Returns the best weights so far."""
+    val_dice = metrics["val/dice"]
+    state.history.append(metrics)
+    state.epoch = epoch + 1
+    if val_dice > state.best_val_dice:
+        state.best_val_dice, state.best_epoch, state.stale = val_dice, epoch + 1, 0
+        if runtime.info.is_main:
+            save_checkpoint(dirs.checkpoint, model, checkpoint_meta(epoch + 1, val_dice))
+        best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    else:
+        state.stale += 1
+    if dirs.state and runtime.info.is_main:
+        save_state(dirs.state, state, model, opt.optimizer, best_weights, opt.scaler)
+    barrier(runtime.info)
+    return best_weights

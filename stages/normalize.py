@@ -1,0 +1,32 @@
+"""Stage `normalize`: stain-normalise every prepared image and stain copy once (staintools),
+when `stain.normalize.method` is not `none`; training memory-maps the cached results."""
+
+from pathlib import Path
+
+import _checkout  # noqa: F401  (before any ftuseg import)
+import typer
+
+from ftuseg.stage import load_params, make_config, stage_main
+from ftuseg.stain import NormalizeConfig, run_normalize_stage
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+@stage_main
+def main(
+    prepared: Path = Path("data/prepared"),
+    stain_dir: Path = Path("data/stain"),
+    out: Path = Path("data/normalized"),
+    params: Path = Path("params.yaml"),
+) -> None:
+    cfg = make_config(NormalizeConfig, load_params(params), "stain", "normalize")
+    table = run_normalize_stage(prepared, stain_dir, out, cfg)
+    if cfg.method == "none":
+        typer.echo("normalize: stain.normalize.method is none, nothing to normalise")
+    else:
+        typer.echo(f"normalize: {len(table)} images and copies normalised ({cfg.method})")
+
+
+if __name__ == "__main__":
+    app()
