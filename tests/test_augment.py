@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -179,9 +180,8 @@ def test_dataset_draws_stain_copies_with_their_probability(prepared, tmp_path):
         a, b = originals[i]["image"], always[i]["image"]
         copy = np.load(copies[ids[i]][0])
         h, w = copy.shape[:2]
-        expected = copy.transpose(2, 0, 1)
-        np.testing.assert_array_equal(b[:, :h, :w].numpy(), expected)
-        assert not np.array_equal(a[:, :h, :w].numpy(), expected)
+        np.testing.assert_array_equal(b[:h, :w].numpy(), copy)
+        assert not np.array_equal(a[:h, :w].numpy(), copy)
 
 
 def test_normalisation_moves_colours_toward_the_reference(prepared):
@@ -307,3 +307,45 @@ def test_normalize_stage_caches_exactly_what_inference_applies(prepared, tmp_pat
         normalized_files(tmp_path / "norm", NormalizeConfig(method="vahadane"), ids, False)
     none = run_normalize_stage(prepared, tmp_path / "stain", tmp_path / "none", NormalizeConfig())
     assert none.empty and not (tmp_path / "none" / "normalized").exists()
+
+
+def test_table_based_colour_transforms_match_their_float_definitions():
+    """The cv2.LUT / cv2.transform versions compute what the float formulas define: HSV and
+    contrast bit for bit, HED within one level of scikit-image's rgb2hed/hed2rgb."""
+    from skimage.color import hed2rgb, rgb2hed
+
+    from ftuseg.augment import add_noise, adjust_contrast
+
+    rng = np.random.default_rng(3)
+    image = cv2.GaussianBlur((rng.random((96, 80, 3)) * 255).astype(np.uint8), (5, 5), 2)
+    image[:8] = 255  # glass
+    image[-8:] = 0  # saturated stain: log(0) is floored like scikit-image floors it
+
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + 0.07 * 256.0) % 256.0
+    hsv[..., 1] *= 1.2
+    hsv[..., 2] *= 0.85
+    expected = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB_FULL)
+    np.testing.assert_array_equal(adjust_hsv(image, 0.07, 1.2, 0.85), expected)
+
+    f = image.astype(np.float32)
+    mean = f.mean(axis=(0, 1), keepdims=True)
+    expected = np.clip((f - mean) * 1.3 + mean, 0, 255).astype(np.uint8)
+    assert np.abs(adjust_contrast(image, 1.3).astype(int) - expected).max() <= 1
+
+    scale, bias = np.array([1.04, 0.96, 1.03]), np.array([0.01, -0.01, 0.005])
+    reference = (np.clip(hed2rgb(rgb2hed(image) * scale + bias), 0, 1) * 255.0 + 0.5).astype(
+        np.uint8
+    )
+    assert np.abs(hed_jitter(image, scale, bias).astype(int) - reference).max() <= 1
+
+    grey = np.full((200, 200, 3), 128, np.uint8)
+    noisy = add_noise(grey, 0.1, np.random.default_rng(0)).astype(int) - 128
+    assert noisy.min() == -26 and noisy.max() == 26  # L = round(0.1 · 255)
+    assert abs(noisy.mean()) < 0.5 and noisy.std() > 14  # centred, spread like U[-26, 26]
+    np.testing.assert_array_equal(  # seeded
+        add_noise(grey, 0.1, np.random.default_rng(0)),
+        add_noise(grey, 0.1, np.random.default_rng(0)),
+    )
+    edges = add_noise(np.array([[[0, 255, 5]]], np.uint8).repeat(50, 1), 0.1, rng)
+    assert edges[..., 1].min() >= 229 and edges[..., 0].max() <= 26  # saturates, never wraps

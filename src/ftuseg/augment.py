@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from skimage.color import hed2rgb, rgb2hed
+from skimage.color import hed_from_rgb, rgb_from_hed
 
 from .organs import HPA_THICKNESS_UM, HUBMAP
 from .transforms import random_dihedral
@@ -93,32 +93,81 @@ def cutmix(image: np.ndarray, mask: np.ndarray, other: Pair, rng: np.random.Gene
 # ---------------------------------------------------------------------------- colour (image only)
 
 
+# Colour transforms map each channel (or each HSV channel) through a 256-entry table with
+# cv2.LUT instead of converting the crop to floats: bit-identical results at a fraction of the
+# cost (benchmarks/loader.py: contrast 17.5 -> 1.6 ms, HSV 11.4 -> 3.0 ms per 768² crop).
+
+
+def _lut3(table: np.ndarray) -> np.ndarray:
+    """(256, 3) values -> a per-channel cv2.LUT table (uint8, clipped like the float path)."""
+    return np.clip(table, 0, 255).astype(np.uint8).reshape(256, 1, 3)
+
+
+_LEVELS = np.arange(256, dtype=np.float32)[:, None]
+
+
 def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
-    f = image.astype(np.float32)
-    mean = f.mean(axis=(0, 1), keepdims=True)
-    return np.clip((f - mean) * factor + mean, 0, 255).astype(np.uint8)
+    """Scale every channel's deviation from its mean by ``factor``."""
+    mean = np.array(cv2.mean(image)[:3], np.float32)
+    return cv2.LUT(image, _lut3((_LEVELS - mean) * np.float32(factor) + mean))
 
 
 def adjust_hsv(image: np.ndarray, hue: float, saturation: float, value: float) -> np.ndarray:
     """Shift hue by ``hue`` (fraction of the circle), scale saturation and value."""
-    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
-    hsv[..., 0] = (hsv[..., 0] + hue * 256.0) % 256.0
-    hsv[..., 1] *= saturation
-    hsv[..., 2] *= value
-    return cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB_FULL)
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)
+    x = _LEVELS[:, 0]
+    table = np.stack(
+        [
+            (x + np.float32(hue * 256.0)) % np.float32(256.0),
+            x * np.float32(saturation),
+            x * np.float32(value),
+        ],
+        axis=-1,
+    )
+    return cv2.cvtColor(cv2.LUT(hsv, _lut3(table)), cv2.COLOR_HSV2RGB_FULL)
 
 
 def add_noise(image: np.ndarray, limit: float, rng: np.random.Generator) -> np.ndarray:
-    noise = rng.uniform(-limit, limit, image.shape) * 255.0
-    return np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    """Additive integer noise, uniform on ``[-L, L]`` with ``L = round(limit·255)``.
+
+    One random byte per value mapped through two tables (the positive and the negative part)
+    and two saturating OpenCV ops: 2 ms per 768² crop against 16 ms for float noise. A byte
+    has 256 states, so the 2L+1 levels are equally likely only up to one state (each level
+    has 4 or 5 of the 256 when L = 26)."""
+    level = round(limit * 255.0)
+    if level <= 0:
+        return image
+    noise = (np.arange(256) * (2 * level + 1)) // 256 - level
+    raw = np.frombuffer(rng.bytes(image.size), np.uint8).reshape(image.shape)
+    up = cv2.LUT(raw, np.maximum(noise, 0).astype(np.uint8))
+    down = cv2.LUT(raw, np.maximum(-noise, 0).astype(np.uint8))
+    return cv2.subtract(cv2.add(image, up), down)
+
+
+# Ruifrok & Johnston's optical density, as scikit-image computes it (log of the [0, 1] value,
+# floored at 1e-6, over log(1e-6)), tabulated for the 256 levels.
+_LOG_ADJUST = math.log(1e-6)
+_OD = np.repeat(
+    (np.log(np.maximum(np.arange(256) / 255.0, 1e-6)) / _LOG_ADJUST).astype(np.float32)[:, None],
+    3,
+    axis=1,
+).reshape(256, 1, 3)
 
 
 def hed_jitter(image: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """Colour deconvolution into hematoxylin, eosin and DAB (Ruifrok & Johnston), a per-stain
-    scale and shift, and back to RGB."""
-    hed = rgb2hed(image)
-    hed = hed * scale + bias
-    return (np.clip(hed2rgb(hed), 0, 1) * 255.0 + 0.5).astype(np.uint8)
+    scale and shift, and back to RGB: scikit-image's ``rgb2hed``/``hed2rgb`` arithmetic with
+    the per-pixel steps as a table (optical density), two 3×3 (+bias) ``cv2.transform`` and
+    ``cv2.exp``. Within one level of scikit-image (7 ms against 36 ms per 768² crop)."""
+    od = cv2.LUT(image, _OD)
+    stains = cv2.transform(od, hed_from_rgb.T.astype(np.float32))
+    np.maximum(stains, 0.0, out=stains)  # rgb2hed clips negative concentrations
+    # (s·scale + bias) @ rgb_from_hed, times log(1e-6), plus log(255): exp() is then 0..255.
+    matrix = (np.diag(scale) @ rgb_from_hed) * _LOG_ADJUST
+    offset = (np.asarray(bias) @ rgb_from_hed) * _LOG_ADJUST + math.log(255.0)
+    affine = np.concatenate([matrix.T, offset[:, None]], axis=1).astype(np.float32)
+    # convertScaleAbs rounds and saturates to uint8 (values are positive, abs changes nothing).
+    return cv2.convertScaleAbs(cv2.exp(cv2.transform(stains, affine)))
 
 
 def thickness_adapt(image: np.ndarray, organ: str, um_per_px: float, alpha: float) -> np.ndarray:

@@ -64,8 +64,9 @@ class CropDataset(Dataset):
 
     ``organ_oversample`` multiplies the crops drawn from an organ's images per epoch (lung ×5 in
     the write-up): oversampling lives in the index, no file is copied. Each item is a dict with
-    ``image`` (3, S, S) uint8 (the trainer converts it on the device: a quarter of the bytes
-    through the loader and the host-to-device copy), ``mask`` (1, S, S) uint8, ``organ`` (index
+    ``image`` (S, S, 3) uint8 as cropped (the trainer makes it (3, S, S) float on the device:
+    a quarter of the bytes through the loader and the host-to-device copy, no transposing copy
+    in the worker, and NHWC is the ``channels_last`` layout), ``mask`` (1, S, S) uint8, ``organ`` (index
     into ORGANS) and ``log_pixel_size`` (log µm/px of the crop, the pixel-size head's target).
 
     ``images`` (id -> .npy path) replaces the prepared images, e.g. by the stain-normalised ones
@@ -179,7 +180,7 @@ class CropDataset(Dataset):
                 draw_other,
             )  # fmt: skip
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "image": torch.from_numpy(np.ascontiguousarray(image)),
             "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8)).unsqueeze(0),
             "organ": torch.tensor(self.organs[source]),
             "log_pixel_size": torch.tensor(math.log(pixel_size), dtype=torch.float32),

@@ -370,8 +370,8 @@ def train_epoch(
 ) -> dict[str, float]:
     """One pass over the loader; returns the mean loss and loss parts of this process.
 
-    Batches arrive as uint8 and become floats on the device (a quarter of the bytes to copy);
-    pinned batches copy asynchronously while the previous step computes.
+    Batches arrive as NHWC uint8 and become floats on the device (a quarter of the bytes to
+    copy); pinned batches copy asynchronously while the previous step computes.
     """
     losses: list[float] = []
     parts_sum: dict[str, float] = {}
@@ -379,7 +379,9 @@ def train_epoch(
     opt.optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(loader):
         batch = {k: v.to(runtime.device, non_blocking=True) for k, v in batch.items()}
-        image = batch["image"].float().div_(255.0).contiguous(memory_format=memory)
+        # (B, S, S, 3) uint8 -> (B, 3, S, S) float: a view, then one conversion on the device
+        image = batch["image"].permute(0, 3, 1, 2).float().div_(255.0)
+        image = image.contiguous(memory_format=memory)
         update = (i + 1) % cfg.accumulate == 0 or i + 1 == len(loader)
         # Gradients of non-final micro-batches stay local (DDP syncs on the update).
         sync = net.no_sync() if runtime.info.enabled and not update else contextlib.nullcontext()
