@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -380,6 +381,23 @@ def test_kernel_folder_is_ready_to_push(repo, first_run):
     assert runtime["fits_limit"] == (total_s < 9 * 3600) and runtime["limit_hours"] == 9
 
 
+def kaggle_base_site(folder: Path) -> Path:
+    """A site folder of symlinks to the installed files of KAGGLE_BASE and its dependencies."""
+    from ftuseg.kaggle import base_distributions
+
+    folder.mkdir()
+    for name in sorted(base_distributions()):
+        dist = importlib.metadata.distribution(name)
+        for file in dist.files or []:
+            top = file.parts[0]
+            if top == ".." or (folder / top).exists() or (folder / top).is_symlink():
+                continue  # scripts outside site-packages; shared top-level folders
+            source = Path(dist.locate_file(top))
+            if source.exists():
+                (folder / top).symlink_to(source)
+    return folder
+
+
 def test_packaged_kernel_runs_offline_and_matches_the_pipeline(repo, first_run, tmp_path):
     """The kernel as Kaggle runs it: inputs under an input root, a fresh environment whose only
     ftuseg is the bundled wheel, pip with no network; same submission as `dvc repro`."""
@@ -401,15 +419,14 @@ def test_packaged_kernel_runs_offline_and_matches_the_pipeline(repo, first_run, 
     site = sh(
         str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path
     ).stdout.strip()
-    # The Kaggle image's preinstalled libraries (torch, timm, smp, opencv...): the project
-    # environment's site-packages as a plain path, so its ftuseg (an editable hook) is not active.
-    deps = sh(
-        sys.executable,
-        "-c",
-        "import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))",
-        cwd=tmp_path,
+    # The Kaggle image as the bundle relies on it: torch, torchvision, numpy, pandas and their
+    # own dependencies, nothing else (no timm, smp, opencv, tifffile, yaml, safetensors...).
+    base = kaggle_base_site(tmp_path / "kaggle-base")
+    (Path(site) / "kaggle_image.pth").write_text(f"{base}\n")
+    missing = subprocess.run(
+        [str(py), "-c", "import timm"], capture_output=True, text=True, cwd=tmp_path
     )
-    (Path(site) / "kaggle_image.pth").write_text(deps.stdout.strip() + "\n")
+    assert missing.returncode != 0, "the base environment must not hold timm"
     offline = {
         "PIP_CONFIG_FILE": os.devnull,
         "PIP_NO_INDEX": "1",
@@ -417,6 +434,9 @@ def test_packaged_kernel_runs_offline_and_matches_the_pipeline(repo, first_run, 
         "https_proxy": "http://127.0.0.1:9",
         "FTUSEG_KAGGLE_INPUT": str(tmp_path / "input"),
         "FTUSEG_KAGGLE_WORKING": str(working),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "empty-hf-home"),
+        "PYTHONNOUSERSITE": "1",
     }
     result = subprocess.run(
         [str(py), str(repo / "kaggle_kernel/ftuseg_kernel.py")],
@@ -425,6 +445,10 @@ def test_packaged_kernel_runs_offline_and_matches_the_pipeline(repo, first_run, 
     assert result.returncode == 0, result.stdout + result.stderr
     log = result.stdout + result.stderr
     assert f"imported from {working / 'ftuseg-packages'}" in log
+    manifest = json.loads((repo / "kaggle_kernel/dataset/ftuseg-bundle.json").read_text())
+    bundled = {r.split("==")[0] for r in manifest["bundled"]}
+    assert {"timm", "segmentation-models-pytorch", "safetensors", "tifffile"} <= bundled
+    assert not {"torch", "numpy", "pandas", "torchvision"} & bundled
     assert log.count("s/MP") == 5  # runtime logged per test image
     kernel_sub = (working / "submission.csv").read_text()
     assert kernel_sub == (repo / "submission.csv").read_text()

@@ -19,6 +19,7 @@ Credentials are never read or written here: the kaggle CLI finds them itself (en
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shlex
@@ -68,8 +69,8 @@ if not markers:
     sys.exit(f"no {marker} under {{INPUT}}: attach the ftuseg model dataset")
 wheels = sorted(glob.glob(os.path.join(os.path.dirname(markers[0]), "wheels", "*.whl")))
 target = os.path.join(WORKING, "ftuseg-packages")
-# Offline install into a private folder: no index, no dependency resolution (the Kaggle image
-# provides torch, timm, opencv, pandas; anything else ships as an extra wheel).
+# Offline install into a private folder: no index, no dependency resolution. The Kaggle image
+# provides torch, torchvision, numpy and pandas; everything else the kernel imports is bundled.
 subprocess.run(
     [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
      "--target", target, *wheels],
@@ -94,6 +95,10 @@ class KernelConfig:
     enable_gpu: bool = True
     is_private: bool = True
     extra_wheels: list[str] = field(default_factory=list)  # pip requirements to bundle as wheels
+    # The wheels' target when Kaggle's interpreter differs from this one (e.g. "3.10",
+    # "manylinux2014_x86_64"); null: this interpreter and platform.
+    python_version: str | None = None
+    platform: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("kernel_id", "dataset_id"):
@@ -155,17 +160,96 @@ def build_wheel(project_root: str | Path, out_dir: str | Path) -> Path:
     return wheels[-1]
 
 
-def download_wheels(requirements: Sequence[str], out_dir: str | Path) -> None:
-    """Fetch binary wheels for ``requirements`` (no dependencies) for the offline kernel."""
+# What the Kaggle image is relied on to provide, with their own dependencies: the kernel bundles
+# every other distribution it imports, as wheels, at the version of this environment.
+KAGGLE_BASE = ("torch", "torchvision", "numpy", "pandas")
+
+# Run in a fresh interpreter: the kernel's whole per-image path on a packaged bundle (load the
+# checkpoints, predict, threshold, encode; read a TIFF and a csv), then every module it loaded.
+_IMPORT_PROBE = """
+import sys, tempfile, numpy as np
+from pathlib import Path
+from ftuseg import data, rle
+from ftuseg.kernel import load_bundle
+from ftuseg.maps import postprocess
+predictor, config, _ = load_bundle(sys.argv[1])
+prob = predictor.predict(np.full((64, 64, 3), 200, np.uint8), config.um_per_px)
+rle.encode(postprocess(prob, 0.5, config.um_per_px, 0.0))
+import tifffile
+with tempfile.TemporaryDirectory() as tmp:
+    tifffile.imwrite(Path(tmp) / "probe.tiff", np.zeros((8, 8, 3), np.uint8))
+    data.read_image(Path(tmp) / "probe.tiff")
+print(" ".join(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def _requires(name: str) -> list[str]:
+    """The distributions ``name`` depends on (extras left out, markers evaluated here)."""
+    from packaging.requirements import Requirement
+
+    out = []
+    for spec in importlib.metadata.requires(name) or []:
+        req = Requirement(spec)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            out.append(req.name)
+    return out
+
+
+def base_distributions(roots: Sequence[str] = KAGGLE_BASE) -> set[str]:
+    """``roots`` and everything they depend on, as canonical distribution names."""
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            todo += _requires(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # a dependency this platform does not install
+    return seen
+
+
+def kernel_requirements(bundle: str | Path) -> list[str]:
+    """``name==version`` of every distribution the kernel imports beyond the Kaggle base
+    (torch, torchvision, numpy, pandas and their dependencies), found by running the kernel's
+    per-image path on ``bundle`` in a fresh interpreter."""
+    from packaging.utils import canonicalize_name
+
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, str(bundle)], capture_output=True, text=True
+    )
+    if result.returncode:
+        raise DataError(f"the kernel import probe failed:\n{result.stderr.strip()[-3000:]}")
+    modules = set(result.stdout.split()) - set(sys.stdlib_module_names)
+    owners = importlib.metadata.packages_distributions()
+    dists = {canonicalize_name(d) for m in modules for d in owners.get(m, [])}
+    needed = dists - base_distributions() - {"ftuseg"}
+    return sorted(f"{name}=={importlib.metadata.version(name)}" for name in needed)
+
+
+def download_wheels(
+    requirements: Sequence[str],
+    out_dir: str | Path,
+    python_version: str | None = None,
+    platform: str | None = None,
+) -> None:
+    """Fetch binary wheels for ``requirements`` (no dependencies) for the offline kernel; for
+    another interpreter or platform than this one when given (Kaggle's image)."""
     if not requirements:
         return
+    target = [*(["--python-version", python_version] if python_version else []),
+              *(["--platform", platform] if platform else [])]  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-         "--dest", str(out_dir), *requirements],
+         *target, "--dest", str(out_dir), *requirements],
         capture_output=True, text=True,
     )  # fmt: skip
     if result.returncode:
-        raise DataError(f"kernel.extra_wheels: pip download failed:\n{result.stderr.strip()}")
+        raise DataError(f"kernel wheels: pip download failed:\n{result.stderr.strip()}")
 
 
 def build_kernel(
@@ -203,11 +287,19 @@ def build_kernel(
             {**inference.__dict__, "tta": list(inference.tta), "device": "auto"},
         )
         wheel = build_wheel(project_root, dataset / "wheels")
-        download_wheels(cfg.extra_wheels, dataset / "wheels")
+        requirements = kernel_requirements(dataset)
+        download_wheels(
+            [*requirements, *cfg.extra_wheels], dataset / "wheels", cfg.python_version,
+            cfg.platform,
+        )  # fmt: skip
         manifest = {
             "format": 1,
             "ftuseg_version": __version__,
             "members": members,
+            # The image's own packages, at the versions the models were trained with (the
+            # kernel logs a warning where Kaggle's differ).
+            "base": {name: importlib.metadata.version(name) for name in KAGGLE_BASE},
+            "bundled": requirements,
             "wheels": sorted(p.name for p in (dataset / "wheels").glob("*.whl")),
         }
         write_json(dataset / BUNDLE_MARKER, manifest)

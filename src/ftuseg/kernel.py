@@ -8,6 +8,7 @@ loop as the pipeline's submit stage, writes ``submission.csv`` and logs the runt
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import time
@@ -73,6 +74,20 @@ def load_bundle(bundle: str | Path) -> tuple[Predictor, EnsembleConfig, dict[str
     return Predictor.from_checkpoints(members, inference), config, manifest
 
 
+def check_base(trained_with: dict[str, str]) -> None:
+    """Warn where the image's torch/torchvision/numpy/pandas differ from the training
+    environment's (the kernel still runs: Kaggle's image is what it is)."""
+    for name, version in sorted(trained_with.items()):
+        try:
+            here = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            raise DataError(
+                f"{name} is not installed: the kernel needs the Kaggle image's"
+            ) from None
+        if here != version:
+            log.warning("%s %s here, %s when the models were trained", name, here, version)
+
+
 def run(input_root: str | Path, working_dir: str | Path) -> pd.DataFrame:
     """Predict the competition's test set; writes ``working_dir/submission.csv``."""
     started = time.perf_counter()
@@ -81,6 +96,7 @@ def run(input_root: str | Path, working_dir: str | Path) -> pd.DataFrame:
     log.info("model bundle: %s", bundle)
     log.info("competition data: %s", competition)
     predictor, config, manifest = load_bundle(bundle)
+    check_base(manifest.get("base", {}))
     log.info(
         "ensemble: %d member checkpoints, %.3g µm/px, device %s",
         len(manifest["members"]),
