@@ -129,3 +129,38 @@ def test_weight_search_uses_a_specialist_where_it_helps():
     assert weights[1] > weights[0] and best > 0.99
     no_specialist = search_weights([[m[0]] for m in maps], truths, organs, grid)[1]
     assert best > no_specialist + 0.2
+
+
+def test_level_table_objective_equals_scoring_every_pixel():
+    """The compressed weight-search objective gives exactly the mean per-image Dice (best
+    threshold per organ) of combining the maps pixel by pixel, specialists included."""
+    from ftuseg.ensemble_search import best_thresholds, level_table
+    from ftuseg.maps import combine, member_weights
+
+    rng = np.random.default_rng(5)
+    organs = ["kidney", "lung", "lung", "spleen"]
+    shapes = [(40, 30), (25, 25), (33, 17), (20, 44)]
+    truths = [rng.random(s) < 0.3 for s in shapes]
+    maps = [
+        [np.clip(t * 150 + rng.normal(60, 50, t.shape), 0, 255).astype(np.uint8) for _ in range(3)]
+        for t in truths
+    ]
+    grid = np.arange(0.1, 0.91, 0.05)
+    coverage = [None, None, ["lung"]]
+    table = level_table(maps, truths)
+    assert table.tuples < table.pixels  # some pixels share a tuple
+    for weights in ([1.0, 1.0, 1.0], [0.3, 2.0, 0.7], [0.0, 1.0, 5.0]):
+        scores = np.array(
+            [
+                [
+                    dice(combine(m, member_weights(weights, coverage, o)) / np.float32(255) > t, tr)
+                    for t in grid
+                ]
+                for m, tr, o in zip(maps, truths, organs, strict=True)
+            ]
+        )
+        expected = best_thresholds(scores, np.array(organs), grid)[1]
+        assert table.objective(weights, organs, grid, coverage) == pytest.approx(
+            expected, abs=1e-12
+        )
+    assert table.objective([0.0, 0.0, 1.0], organs, grid, coverage) == -np.inf  # kidney uncovered

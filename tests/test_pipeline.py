@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import shutil
@@ -59,6 +58,34 @@ DETERMINISTIC_OUTPUTS = (
 )
 
 
+def encoder_weights_file(repo: Path) -> Path:
+    """Where the e2e repo's U-Net finds its "pretrained" encoder weights (outside the repo)."""
+    return repo.parent / "weights" / "unet-encoder.safetensors"
+
+
+def use_real_scale_code_paths(repo: Path) -> None:
+    """The tiny profile of the e2e repo takes the code paths of a real run: the U-Net starts
+    from a local encoder weights file (`pretrained: true` + `weights_file`; the kernel test
+    deletes the file) and training reads its crops through 2 data-loader workers."""
+    import torch
+    from safetensors.torch import save_file
+
+    from ftuseg.models import build_model
+
+    profile = repo / "conf/profile/tiny.yaml"
+    conf = yaml.safe_load(profile.read_text())
+    weights = encoder_weights_file(repo)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    unet = conf["models"]["unet"]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the same weights in every e2e repo (runs are compared)
+        encoder = build_model({"arch": "smp_unet", **unet}).net.model.encoder
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, weights)
+    conf["models"]["unet"] = {**unet, "pretrained": True, "weights_file": str(weights)}
+    conf["train"]["num_workers"] = 2
+    profile.write_text("# @package _global_\n" + yaml.safe_dump(conf, sort_keys=False))
+
+
 def make_repo(repo: Path) -> Path:
     """A fresh git + DVC repository holding the project on the tiny profile."""
     repo.mkdir(parents=True)
@@ -74,6 +101,7 @@ def make_repo(repo: Path) -> Path:
     dvc("init", "-q", cwd=repo)
     dvc("config", "hydra.enabled", "true", cwd=repo)
     shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")
+    use_real_scale_code_paths(repo)
     sh(sys.executable, "-m", "ftuseg.cli", "profile", "tiny", cwd=repo)
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "tiny profile", cwd=repo)
@@ -99,8 +127,8 @@ def first_outputs(repo, first_run) -> dict[str, bytes]:
 def test_repro_runs_every_stage(first_run):
     # The default ensemble has two architectures: each is trained on each fold.
     assert ran_stages(first_run) == {
-        "sample", "prepare", "stain", "train@unet-0", "train@unet-1", "train@segformer-0",
-        "train@segformer-1", "oof", "ensemble", "submit", "kernel",
+        "sample", "prepare", "stain", "normalize", "train@unet-0", "train@unet-1",
+        "train@segformer-0", "train@segformer-1", "oof", "ensemble", "submit", "kernel",
     }  # fmt: skip
 
 
@@ -208,6 +236,7 @@ STAGE_PROBES = {
     "sample": "rle.py",
     "prepare": "scale.py",
     "stain": "prepare.py",
+    "normalize": "scale.py",
     "train@unet-0": "distributed.py",
     "oof": "stain.py",  # imported inside Predictor.from_checkpoints only
     "ensemble": "maps.py",
@@ -239,7 +268,7 @@ def test_changing_a_module_a_stage_imports_reruns_that_stage(repo, first_run, fi
         covering = {d for d in changed_deps(status, stage) if rel == d or rel.startswith(d + "/")}
         assert covering, f"editing {rel} leaves stage {stage} up to date: {status}"
         if module == "maps.py":  # the data stages never run the engine's map arithmetic
-            assert not {"sample", "prepare", "stain"} & set(status), status
+            assert not {"sample", "prepare", "stain", "normalize"} & set(status), status
     assert json.loads(dvc("status", "--json", cwd=repo)) == {}
 
 
@@ -350,7 +379,16 @@ def test_changing_a_training_param_invalidates_only_the_train_stages(repo, first
             if isinstance(e, dict) and "params.yaml" in e.get("changed deps", {})
         ]
         assert groups and "train" in groups[0], status[stage]
-    assert not {"sample", "prepare", "stain", "oof", "ensemble", "submit", "kernel"} & set(status)
+    assert not {
+        "sample",
+        "prepare",
+        "stain",
+        "normalize",
+        "oof",
+        "ensemble",
+        "submit",
+        "kernel",
+    } & set(status)
 
 
 # ------------------------------------------------------------------------------ Kaggle kernel
@@ -381,76 +419,39 @@ def test_kernel_folder_is_ready_to_push(repo, first_run):
     assert runtime["fits_limit"] == (total_s < 9 * 3600) and runtime["limit_hours"] == 9
 
 
-def kaggle_base_site(folder: Path) -> Path:
-    """A site folder of symlinks to the installed files of KAGGLE_BASE and its dependencies."""
-    from ftuseg.kaggle import base_distributions
-
-    folder.mkdir()
-    for name in sorted(base_distributions()):
-        dist = importlib.metadata.distribution(name)
-        for file in dist.files or []:
-            top = file.parts[0]
-            if top == ".." or (folder / top).exists() or (folder / top).is_symlink():
-                continue  # scripts outside site-packages; shared top-level folders
-            source = Path(dist.locate_file(top))
-            if source.exists():
-                (folder / top).symlink_to(source)
-    return folder
-
-
 def test_packaged_kernel_runs_offline_and_matches_the_pipeline(repo, first_run, tmp_path):
-    """The kernel as Kaggle runs it: inputs under an input root, a fresh environment whose only
-    ftuseg is the bundled wheel, pip with no network; same submission as `dvc repro`."""
-    data = repo / "data/sample"
-    comp = tmp_path / "input/competitions/hubmap-organ-segmentation"
-    (comp / "test_images").mkdir(parents=True)
-    shutil.copy(data / "test.csv", comp / "test.csv")
-    for image in (data / "test_images").iterdir():
-        shutil.copy(image, comp / "test_images" / image.name)
-    shutil.copytree(
-        repo / "kaggle_kernel/dataset", tmp_path / "input/datasets/someone/ftuseg-models"
-    )
-    working = tmp_path / "working"
-    working.mkdir()
+    """The kernel as Kaggle runs it (ftuseg.kaggle.run_offline): inputs under an input root, a
+    fresh environment holding only torch, torchvision, numpy, pandas and their dependencies
+    (everything else from the bundled wheels), pip with no index, no network, no Hugging Face
+    cache, the encoder weights file of training moved away; same submission as `dvc repro`."""
+    from ftuseg.kaggle import run_offline
 
-    env_dir = tmp_path / "kaggle-image"
-    sh(sys.executable, "-m", "venv", str(env_dir), cwd=tmp_path)
-    py = env_dir / "bin/python"
-    site = sh(
-        str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path
-    ).stdout.strip()
-    # The Kaggle image as the bundle relies on it: torch, torchvision, numpy, pandas and their
-    # own dependencies, nothing else (no timm, smp, opencv, tifffile, yaml, safetensors...).
-    base = kaggle_base_site(tmp_path / "kaggle-base")
-    (Path(site) / "kaggle_image.pth").write_text(f"{base}\n")
-    missing = subprocess.run(
-        [str(py), "-c", "import timm"], capture_output=True, text=True, cwd=tmp_path
-    )
-    assert missing.returncode != 0, "the base environment must not hold timm"
-    offline = {
-        "PIP_CONFIG_FILE": os.devnull,
-        "PIP_NO_INDEX": "1",
-        "http_proxy": "http://127.0.0.1:9",
-        "https_proxy": "http://127.0.0.1:9",
-        "FTUSEG_KAGGLE_INPUT": str(tmp_path / "input"),
-        "FTUSEG_KAGGLE_WORKING": str(working),
-        "HF_HUB_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "empty-hf-home"),
-        "PYTHONNOUSERSITE": "1",
-    }
-    result = subprocess.run(
-        [str(py), str(repo / "kaggle_kernel/ftuseg_kernel.py")],
-        cwd=working, env={**os.environ, **offline}, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    # The training machine's encoder weights are gone: loading must not need them.
+    weights = encoder_weights_file(repo)
+    assert json.loads((repo / "kaggle_kernel/dataset/models/unet/fold0/model.json").read_text())[
+        "model_cfg"
+    ]["weights_file"] == str(weights)
+    hidden = weights.with_name("moved-away.safetensors")
+    weights.rename(hidden)
+    try:
+        result, submission = run_offline(
+            repo / "kaggle_kernel", repo / "data/sample", tmp_path / "kaggle", timeout=900
+        )
+    finally:
+        hidden.rename(weights)
     assert result.returncode == 0, result.stdout + result.stderr
     log = result.stdout + result.stderr
-    assert f"imported from {working / 'ftuseg-packages'}" in log
+    assert f"imported from {tmp_path / 'kaggle/working/ftuseg-packages'}" in log
+    # The environment held only the Kaggle base: timm came from the bundle, torch from the base.
+    assert not (tmp_path / "kaggle/kaggle-base/timm").exists()
+    assert f"from {tmp_path / 'kaggle/working/ftuseg-packages/timm'}" in log
+    assert f"from {tmp_path / 'kaggle/kaggle-base/torch'}" in log
     manifest = json.loads((repo / "kaggle_kernel/dataset/ftuseg-bundle.json").read_text())
     bundled = {r.split("==")[0] for r in manifest["bundled"]}
     assert {"timm", "segmentation-models-pytorch", "safetensors", "tifffile"} <= bundled
     assert not {"torch", "numpy", "pandas", "torchvision"} & bundled
     assert log.count("s/MP") == 5  # runtime logged per test image
-    kernel_sub = (working / "submission.csv").read_text()
+    kernel_sub = submission.read_text()
     assert kernel_sub == (repo / "submission.csv").read_text()
 
 

@@ -84,3 +84,20 @@ def test_impossible_requests_are_refused(tmp_path):
     with pytest.raises(DataError, match="bundled annotations"):
         generate(tmp_path / "y", SampleConfig(train_per_organ=9, test_per_organ=3))
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_repeat_gives_more_images_than_annotations(tmp_path):
+    """`sample.repeat` uses each annotation several times (turned, with its own pixels): 12
+    training images per organ from 10 annotations; the test field is set on its own."""
+    cfg = SampleConfig(train_per_organ=12, test_per_organ=1, field_um=80, repeat=2,
+                       test_field_um=120)  # fmt: skip
+    generate(tmp_path / "data", cfg)
+    train = read_metadata(tmp_path / "data/train.csv", "train")
+    test = read_metadata(tmp_path / "data/test.csv", "test")
+    assert len(train) == 60 and train["id"].is_unique
+    assert (train["organ"].value_counts() == 12).all()
+    assert any(len(i) > 5 for i in train["id"])  # some are second uses ("<id>01")
+    for row in test.itertuples():  # 120 µm at each organ's HuBMAP pixel size
+        assert row.img_height == round(120 / row.pixel_size)
+    with pytest.raises(DataError, match="repeat"):
+        generate(tmp_path / "x", SampleConfig(repeat=0))

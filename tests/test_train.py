@@ -105,6 +105,28 @@ def test_data_loader_workers_change_nothing(prepared, first, tmp_path):
         assert (out / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
 
 
+def test_max_steps_caps_the_optimiser_updates(prepared, tmp_path):
+    """`train.max_steps` (the rehearsal's cap) stops after that many updates, mid-epoch if need
+    be, and the epoch it falls in is validated and logged like any other."""
+
+    from ftuseg.datasets import CropDataset
+
+    n_train = len(split_ids(pd.read_csv(prepared / "index.csv", dtype={"id": str}), 0)[0])
+    per_epoch = n_train * CFG.samples_per_image // CFG.batch_size  # full batches only
+    capped = TrainConfig(**{**CFG.__dict__, "max_steps": per_epoch + 1, "epochs": 5})
+    counted = []
+    original = CropDataset.__getitem__
+    CropDataset.__getitem__ = lambda self, key: counted.append(key) or original(self, key)
+    try:
+        summary = run(prepared, tmp_path, capped)
+    finally:
+        CropDataset.__getitem__ = original
+    assert summary["epochs_run"] == 2
+    assert len(counted) == (per_epoch + 1) * CFG.batch_size  # one batch per update, no more
+    curve = pd.read_csv(tmp_path / "live/plots/metrics/val/dice.tsv", sep="\t")
+    assert len(curve) == 2
+
+
 def test_validation_scores_what_oof_scores(prepared, first, tmp_path):
     """The best epoch's validation Dice is the OOF stage's Dice of that checkpoint on the same
     images: same engine, same tiles, original resolution."""

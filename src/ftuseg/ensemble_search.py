@@ -21,7 +21,7 @@ from .data import read_metadata, row_mask
 from .ensemble_config import EnsembleConfig
 from .errors import DataError
 from .layout import read_coverage, read_oof_map
-from .maps import combine, ensemble_prob, member_weights, postprocess
+from .maps import dequantize, ensemble_prob, member_weights, postprocess, quantize
 from .metrics import dice, dice_from_counts, summarise
 from .organs import ORGANS
 from .prepare import load_prepared, read_index
@@ -45,18 +45,6 @@ def threshold_counts(
     return inter, pred_sum, int(truth.sum())
 
 
-def dice_table(
-    probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], grid: np.ndarray
-) -> np.ndarray:
-    """Per-image Dice at every threshold of ``grid``: shape (n_images, len(grid))."""
-    return np.stack(
-        [
-            dice_from_counts(*threshold_counts(p, t, grid))
-            for p, t in zip(probs, truths, strict=True)
-        ]
-    )
-
-
 def best_thresholds(
     scores: np.ndarray, organs: np.ndarray, grid: np.ndarray
 ) -> tuple[dict[str, float], float]:
@@ -70,6 +58,106 @@ def best_thresholds(
     return chosen, float(per_image.mean())
 
 
+class LevelTable:
+    """The OOF member maps of many images, reduced to what the weight search needs.
+
+    Every step from member maps to a thresholded mask is per pixel (weighted sum of uint8
+    levels, re-quantisation to uint8, comparison with a threshold), so a pixel's outcome depends
+    only on its tuple of member levels and whether it lies inside the truth. Each image is
+    stored as its distinct (levels, inside) tuples with their pixel counts: the objective then
+    costs O(distinct tuples) instead of O(pixels), vectorised over all images at once, and gives
+    the same numbers as evaluating every pixel (the arithmetic is :func:`ftuseg.maps.combine`'s,
+    element by element). Memory holds the tuples, not the maps.
+    """
+
+    def __init__(self, n_members: int) -> None:
+        if not 1 <= n_members <= 7:
+            raise ValueError(f"the weight search packs up to 7 members, got {n_members}")
+        self.n_members = n_members
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.truth_sums: list[int] = []
+        self.pixels = 0
+
+    def add(self, maps: Sequence[np.ndarray], truth: np.ndarray) -> None:
+        """One image: its members' quantised maps and its truth mask (same shape)."""
+        if len(maps) != self.n_members:
+            raise ValueError(f"expected {self.n_members} member maps, got {len(maps)}")
+        code = truth.ravel().astype(bool).astype(np.uint64)
+        for m, q in enumerate(maps):
+            if q.shape != truth.shape or q.dtype != np.uint8:
+                raise ValueError("member maps must be uint8 arrays of the truth's shape")
+            code |= q.ravel().astype(np.uint64) << np.uint64(1 + 8 * m)
+        unique, counts = np.unique(code, return_counts=True)
+        self._parts.append((unique, counts))
+        self.truth_sums.append(int(np.count_nonzero(truth)))
+        self.pixels += truth.size
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    @property
+    def tuples(self) -> int:
+        return sum(len(u) for u, _ in self._parts)
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(image index, member levels (U, M), count, inside flag) over all tuples."""
+        if not hasattr(self, "_cache"):
+            codes = np.concatenate([u for u, _ in self._parts])
+            image = np.repeat(np.arange(len(self._parts)), [len(u) for u, _ in self._parts])
+            levels = np.stack(
+                [((codes >> np.uint64(1 + 8 * m)) & np.uint64(255)).astype(np.uint8)
+                 for m in range(self.n_members)],
+                axis=1,
+            )  # fmt: skip
+            counts = np.concatenate([c for _, c in self._parts]).astype(np.float64)
+            self._cache = (image, levels, counts, (codes & np.uint64(1)).astype(bool))
+        return self._cache
+
+    def dice_table(self, image_weights: Sequence[Sequence[float]], grid: np.ndarray) -> np.ndarray:
+        """Per-image Dice at every threshold of ``grid`` (n_images, len(grid)) for the ensemble
+        with ``image_weights[i]`` (one weight per member) on image ``i``."""
+        image, levels, counts, inside = self._arrays()
+        # combine()'s arithmetic, element by element: float32(w / total) · level / 255, summed
+        # member by member, re-quantised.
+        per_image = np.array(
+            [[np.float32(w / float(sum(ws))) for w in ws] for ws in image_weights], np.float32
+        )
+        acc = None
+        for m in range(self.n_members):
+            term = per_image[image, m] * dequantize(levels[:, m])
+            acc = term if acc is None else acc + term
+        level = quantize(acc)
+        # The threshold bin of each of the 256 levels (as threshold_counts bins probabilities).
+        bins = np.searchsorted(grid, np.arange(256, dtype=np.float32) / np.float32(255.0))
+        k, n = grid.size, len(self)
+        key = image * (k + 1) + bins[level]
+        all_hist = np.bincount(key, weights=counts, minlength=n * (k + 1)).reshape(n, k + 1)
+        in_hist = np.bincount(key[inside], weights=counts[inside], minlength=n * (k + 1))
+        in_hist = in_hist.reshape(n, k + 1)
+        pred_sum = np.cumsum(all_hist[:, ::-1], axis=1)[:, ::-1][:, 1:]
+        inter = np.cumsum(in_hist[:, ::-1], axis=1)[:, ::-1][:, 1:]
+        truth = np.asarray(self.truth_sums, np.float64)[:, None]
+        return dice_from_counts(inter, pred_sum, truth)
+
+    def objective(
+        self,
+        weights: Sequence[float],
+        organs: Sequence[str],
+        grid: Sequence[float],
+        coverage: Sequence[Sequence[str] | None] | None = None,
+    ) -> float:
+        """OOF mean Dice of the weighted ensemble with the best threshold per organ (``-inf``
+        where the weights leave an organ without a member)."""
+        coverage = list(coverage) if coverage is not None else [None] * len(weights)
+        grid_arr = np.asarray(sorted(grid), dtype=np.float64)
+        try:
+            image_weights = [member_weights(weights, coverage, o) for o in organs]
+        except ValueError:
+            return -np.inf
+        table = self.dice_table(image_weights, grid_arr)
+        return best_thresholds(table, np.asarray(organs), grid_arr)[1]
+
+
 def weights_objective(
     weights: Sequence[float],
     maps: Sequence[Sequence[np.ndarray]],
@@ -80,19 +168,19 @@ def weights_objective(
 ) -> float:
     """What the weight search maximises: OOF mean Dice of the weighted ensemble with the best
     threshold per organ (``-inf`` where the weights leave an organ without a member)."""
-    coverage = list(coverage) if coverage is not None else [None] * len(weights)
-    grid_arr = np.asarray(sorted(grid), dtype=np.float64)
-    try:
-        image_weights = [member_weights(weights, coverage, o) for o in organs]
-    except ValueError:
-        return -np.inf
-    probs = [combine(m, iw) / np.float32(255.0) for m, iw in zip(maps, image_weights, strict=True)]
-    return best_thresholds(dice_table(probs, truths, grid_arr), np.asarray(organs), grid_arr)[1]
+    return level_table(maps, truths).objective(weights, organs, grid, coverage)
+
+
+def level_table(maps: Sequence[Sequence[np.ndarray]], truths: Sequence[np.ndarray]) -> LevelTable:
+    table = LevelTable(len(maps[0]))
+    for m, t in zip(maps, truths, strict=True):
+        table.add(m, t)
+    return table
 
 
 def search_weights(
-    maps: Sequence[Sequence[np.ndarray]],
-    truths: Sequence[np.ndarray],
+    maps: Sequence[Sequence[np.ndarray]] | LevelTable,
+    truths: Sequence[np.ndarray] | None,
     organs: Sequence[str],
     grid: Sequence[float],
     factors: Sequence[float] = (0.0, 0.5, 0.8, 1.25, 2.0),
@@ -102,15 +190,17 @@ def search_weights(
     """Coordinate ascent on model weights for OOF mean Dice with per-organ thresholds.
 
     ``maps[i][m]`` is model m's quantised probability for image i (same shape as
-    ``truths[i]``). Each round tries scaling one weight at a time by ``factors`` and keeps any
-    improvement; cost grows linearly with the number of models, so it scales to large ensembles.
-    Specialists (``coverage``) count only on their organs; weights leaving an organ without
-    any member are not considered. Returns normalised weights and the objective they reach.
+    ``truths[i]``), or a :class:`LevelTable` built from them (``truths`` None). Each round tries
+    scaling one weight at a time by ``factors`` and keeps any improvement; cost grows linearly
+    with the number of models. Specialists (``coverage``) count only on their organs; weights
+    leaving an organ without any member are not considered. Returns normalised weights and the
+    objective they reach.
     """
-    n_models = len(maps[0])
+    table = maps if isinstance(maps, LevelTable) else level_table(maps, truths)  # type: ignore[arg-type]
+    n_models = table.n_members
 
     def objective(w: np.ndarray) -> float:
-        return weights_objective(w, maps, truths, organs, grid, coverage)
+        return table.objective(w, organs, grid, coverage)
 
     weights = np.ones(n_models)
     best = objective(weights)
@@ -174,7 +264,6 @@ def search_ensemble(
     )
     if uncovered:
         raise DataError(f"ensemble.models: no member covers organ(s) {uncovered}")
-    scaled_maps = [[read_oof_map(oof_dir, n, i) for n in models] for i in ids]
     if fixed_weights:
         weights = np.array([float(fixed_weights.get(n, 0.0)) for n in models])
         if weights.sum() <= 0:
@@ -186,8 +275,13 @@ def search_ensemble(
             except ValueError as exc:
                 raise DataError(f"ensemble.weights: {exc}") from None
     else:
-        masks = [load_prepared(prepared_dir, i)[1] for i in ids]
-        weights, _ = search_weights(scaled_maps, masks, organs, grid, coverage=coverage)
+        # One image in memory at a time: the search works on the compressed LevelTable.
+        table = LevelTable(len(models))
+        for i in track(ids, description="ensemble: index OOF maps"):
+            table.add(
+                [read_oof_map(oof_dir, n, i) for n in models], load_prepared(prepared_dir, i)[1]
+            )
+        weights, _ = search_weights(table, None, organs, grid, coverage=coverage)
 
     # Exact scoring at the original resolution: the ensemble, and each model on its own (a
     # specialist alone is scored on every image, as if it covered every organ).
@@ -197,13 +291,14 @@ def search_ensemble(
     for i, image_id in enumerate(track(ids, description="ensemble: score thresholds")):
         row = meta.loc[image_id]
         truth = row_mask(row, csv_path)
+        maps = [read_oof_map(oof_dir, n, image_id) for n in models]
         for key, w in candidates.items():
             if key != "ensemble" and len(models) == 1:
                 tables[key][i] = tables["ensemble"][i]
                 continue
             cov = coverage if key == "ensemble" else no_coverage
             w = member_weights(w, cov, row.organ)
-            prob = ensemble_prob(scaled_maps[i], w, truth.shape)
+            prob = ensemble_prob(maps, w, truth.shape)
             if min_component_um2 > 0:
                 tables[key][i] = [
                     dice(postprocess(prob, t, row.pixel_size, min_component_um2), truth)

@@ -451,3 +451,86 @@ def push(
     else:
         _kaggle(["datasets", "version", "-p", str(dataset), "-r", "zip", "-m", message], dry_run)
     _kaggle(["kernels", "push", "-p", str(kernel_dir)], dry_run)
+
+
+# ---------------------------------------------------------------------------- offline rehearsal
+
+
+def kaggle_image_site(folder: str | Path) -> Path:
+    """A site folder emulating what the kernel relies on the Kaggle image for: symlinks to the
+    installed files of torch, torchvision, numpy, pandas and their dependencies, nothing else."""
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    for name in sorted(base_distributions()):
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for file in dist.files or []:
+            top = file.parts[0]
+            if top == ".." or (folder / top).exists() or (folder / top).is_symlink():
+                continue  # scripts outside site-packages; top-level folders already linked
+            source = Path(str(dist.locate_file(top)))
+            if source.exists():
+                (folder / top).symlink_to(source)
+    return folder
+
+
+def _link_tree(src: Path, dest: Path) -> None:
+    """Hard links where the filesystem allows (test images are large), copies elsewhere."""
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dest, copy_function=link)
+
+
+def run_offline(
+    kernel_dir: str | Path,
+    competition_dir: str | Path,
+    scratch: str | Path,
+    timeout: float | None = None,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run the packaged kernel as Kaggle does, on this machine: the competition's ``test.csv``
+    and ``test_images/`` and the model dataset laid out under an input root, a fresh virtual
+    environment holding only the Kaggle base (:func:`kaggle_image_site`), pip without an
+    index, no network, no Hugging Face cache. Returns the finished process and the
+    ``submission.csv`` path it was to write."""
+    kernel_dir, competition_dir, scratch = Path(kernel_dir), Path(competition_dir), Path(scratch)
+    comp = scratch / "input/competitions" / COMPETITION
+    comp.mkdir(parents=True)
+    shutil.copy(competition_dir / "test.csv", comp / "test.csv")
+    _link_tree(competition_dir / "test_images", comp / "test_images")
+    _link_tree(kernel_dir / DATASET_DIR, scratch / "input/datasets/user/ftuseg-models")
+    working = scratch / "working"
+    working.mkdir()
+    env_dir = scratch / "kaggle-image"
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
+    python = env_dir / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    base = kaggle_image_site(scratch / "kaggle-base")
+    (Path(site) / "kaggle_image.pth").write_text(f"{base}\n")
+    offline = {
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_NO_INDEX": "1",
+        "http_proxy": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+        "FTUSEG_KAGGLE_INPUT": str(scratch / "input"),
+        "FTUSEG_KAGGLE_WORKING": str(working),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(scratch / "empty-hf-home"),
+        "TORCH_HOME": str(scratch / "empty-hf-home"),
+        "PYTHONNOUSERSITE": "1",
+    }
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    result = subprocess.run(
+        [str(python), str(kernel_dir / KERNEL_FILE)],
+        cwd=working, env={**env, **offline}, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    return result, working / "submission.csv"

@@ -8,6 +8,7 @@ loop as the pipeline's submit stage, writes ``submission.csv`` and logs the runt
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
 import os
@@ -92,6 +93,9 @@ def run(input_root: str | Path, working_dir: str | Path) -> pd.DataFrame:
     """Predict the competition's test set; writes ``working_dir/submission.csv``."""
     started = time.perf_counter()
     log.info("ftuseg %s imported from %s", __version__, Path(__file__).resolve().parents[1])
+    for name in ("torch", "timm", "segmentation_models_pytorch", "cv2"):
+        module = importlib.import_module(name)
+        log.info("%s %s from %s", name, getattr(module, "__version__", "?"), module.__file__)
     bundle, competition = find_bundle(input_root), find_competition(input_root)
     log.info("model bundle: %s", bundle)
     log.info("competition data: %s", competition)

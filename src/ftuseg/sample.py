@@ -22,7 +22,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -104,6 +104,13 @@ class SampleConfig:
     # µm/px of the HPA-like training images (the competition's are 0.4); another value stands
     # for a user's own data at another resolution.
     train_pixel_size: float = HPA_PIXEL_SIZE_UM
+    # Field of the test images (µm); null: field_um. The real HuBMAP test images span about
+    # 1 mm (160² px of prostate at 6.263 µm/px to 4500² of large intestine at 0.229 µm/px).
+    test_field_um: float | None = None
+    # Each bundled annotation used this many times (the k-th use rotated/flipped by the k-th of
+    # the 8 square symmetries, with its own pixels): more images than the 10 annotations per
+    # organ, for rehearsals at the real dataset's size. 1: each annotation once.
+    repeat: int = 1
 
 
 @dataclass(frozen=True)
@@ -127,22 +134,47 @@ def load_sources() -> list[SourceImage]:
     return sources
 
 
+def repeated(src: SourceImage, k: int) -> SourceImage:
+    """The ``k``-th use of an annotation: its frame turned by square symmetry ``k % 8`` (k = 0:
+    the annotation itself), under its own id (the source id followed by two digits)."""
+    if k == 0:
+        return src
+    side = float(HPA_IMAGE_SIDE)
+
+    def turn(p: np.ndarray) -> np.ndarray:
+        x, y = p[:, 0], p[:, 1]
+        for _ in range(k % 4):  # 90° rotations of the frame
+            x, y = y, side - x
+        return np.stack([y, x] if k % 8 >= 4 else [x, y], axis=1)
+
+    return replace(src, id=f"{src.id}{k:02d}", polygons=[turn(p) for p in src.polygons])
+
+
 def split_sources(
     sources: Iterable[SourceImage], cfg: SampleConfig
 ) -> tuple[list[SourceImage], list[SourceImage]]:
-    """Pick ``train_per_organ`` and ``test_per_organ`` distinct source images per organ (seeded)."""
+    """Pick ``train_per_organ`` and ``test_per_organ`` distinct source images per organ (seeded),
+    from the bundled annotations used ``cfg.repeat`` times each."""
+    if cfg.repeat < 1 or cfg.repeat > 99:
+        raise DataError(f"sample.repeat must be in 1..99, got {cfg.repeat}")
     rng = np.random.default_rng(cfg.seed)
     by_organ: dict[str, list[SourceImage]] = {o: [] for o in ORGANS}
+    sources = list(sources)
+    ids = {s.id for s in sources}
     for src in sources:
-        by_organ[src.organ].append(src)
+        for k in range(cfg.repeat):
+            copy = repeated(src, k)
+            if k and copy.id in ids:
+                raise DataError(f"sample.repeat: id {copy.id} already belongs to an annotation")
+            by_organ[src.organ].append(copy)
     train, test = [], []
     for organ in ORGANS:
         pool = sorted(by_organ[organ], key=lambda s: int(s.id))
         need = cfg.train_per_organ + cfg.test_per_organ
         if need > len(pool):
             raise DataError(
-                f"sample: {organ} has {len(pool)} bundled annotations, but train_per_organ + "
-                f"test_per_organ = {need}"
+                f"sample: {organ} has {len(pool)} bundled annotations (× sample.repeat), but "
+                f"train_per_organ + test_per_organ = {need}"
             )
         order = rng.permutation(len(pool))
         train += [pool[i] for i in order[: cfg.train_per_organ]]
@@ -307,6 +339,13 @@ def generate(out_dir: str | Path, cfg: SampleConfig) -> dict[str, int]:
         raise DataError(
             f"sample.field_um must be in (0, {HPA_IMAGE_SIDE * HPA_PIXEL_SIZE_UM:g}] µm, got {cfg.field_um}"
         )
+    if (
+        cfg.test_field_um is not None
+        and not 0 < cfg.test_field_um <= HPA_IMAGE_SIDE * HPA_PIXEL_SIZE_UM
+    ):
+        raise DataError(
+            f"sample.test_field_um must be in (0, {HPA_IMAGE_SIDE * HPA_PIXEL_SIZE_UM:g}] µm"
+        )
     if cfg.train_pixel_size <= 0:
         raise DataError(f"sample.train_pixel_size must be positive, got {cfg.train_pixel_size}")
     if cfg.train_per_organ < 1 or cfg.test_per_organ < 0:
@@ -340,7 +379,7 @@ def generate(out_dir: str | Path, cfg: SampleConfig) -> dict[str, int]:
         for src in track(test_src, description="sample: test (HuBMAP)"):
             rng = _image_rng(cfg.seed, src.id, "test")
             domain = HUBMAP[src.organ]
-            mask = render_ftu_mask(src, cfg.field_um, domain.pixel_size, rng)
+            mask = render_ftu_mask(src, cfg.test_field_um or cfg.field_um, domain.pixel_size, rng)
             img = synthesise_tissue(
                 mask, src.organ, domain.pixel_size, domain.thickness, stains[src.organ], rng,
                 cfg.thickness_gamma,

@@ -78,6 +78,9 @@ class TrainConfig:
     organ_oversample: dict[str, float] = field(default_factory=dict)  # e.g. {lung: 5}
     stain_copy_prob: float = 0.0  # draw a stain-augmented copy instead of the original
     patience: int = 0  # epochs without improvement before stopping; 0 = never stop early
+    # Cap on optimiser updates over the whole run (0: none): a rehearsal at real sizes on a
+    # slow machine runs every code path with a few steps; the epoch it falls in is the last.
+    max_steps: int = 0
     num_workers: int = 0  # data-loader processes (persistent; pinned memory on CUDA)
     seed: int = 2022
     threads: int = 0  # CPU threads for torch; 0 = all cores
@@ -261,6 +264,12 @@ def build_loader(
     return make_loader(dataset, batches, cfg.num_workers, pin_memory=runtime.cuda)
 
 
+def total_updates(cfg: TrainConfig, batches: int) -> int:
+    """Optimiser updates of the whole run: epochs × updates per epoch, or ``max_steps``."""
+    updates = cfg.epochs * math.ceil(batches / cfg.accumulate)
+    return min(updates, cfg.max_steps) if cfg.max_steps else updates
+
+
 @dataclass
 class Optimisation:
     optimizer: torch.optim.Optimizer
@@ -280,7 +289,7 @@ def build_optimisation(
     updates = math.ceil(batches / cfg.accumulate)
     scheduler = CosineLRScheduler(
         optimizer,
-        t_initial=cfg.epochs * updates,
+        t_initial=total_updates(cfg, batches),
         lr_min=cfg.lr * 0.01,
         warmup_t=round(cfg.warmup_epochs * updates),
         warmup_lr_init=cfg.lr * 0.01,
@@ -378,6 +387,9 @@ def train_epoch(
     memory = torch.channels_last if runtime.cuda and cfg.channels_last else torch.contiguous_format
     opt.optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(loader):
+        done = epoch * opt.updates_per_epoch + i // cfg.accumulate
+        if cfg.max_steps and done >= cfg.max_steps:
+            break
         batch = {k: v.to(runtime.device, non_blocking=True) for k, v in batch.items()}
         # (B, S, S, 3) uint8 -> (B, 3, S, S) float: a view, then one conversion on the device
         image = batch["image"].permute(0, 3, 1, 2).float().div_(255.0)
@@ -523,6 +535,9 @@ def train_fold(
             best_weights = end_epoch(
                 state, epoch, metrics, model, opt, best_weights, dirs, checkpoint_meta, runtime
             )
+            if cfg.max_steps and (epoch + 1) * opt.updates_per_epoch >= cfg.max_steps:
+                log.info("stopping after %d optimiser steps (train.max_steps)", cfg.max_steps)
+                break
             if cfg.patience and state.stale >= cfg.patience:
                 log.info("early stop after epoch %d (best %d)", epoch + 1, state.best_epoch)
                 break
