@@ -12,7 +12,7 @@ UV_VERSION := 0.13.8
 # 6 s instead of 17 s when PYTHONDONTWRITEBYTECODE is set).
 UV := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
 
-.PHONY: setup lock repro test lint bench clean-venv
+.PHONY: setup lock repro test lint bench rehearsal clean-venv
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: setup  ## speed benchmarks against named baselines
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/stain.py
 	$(BIN)/python benchmarks/models.py
+	$(BIN)/python benchmarks/loader.py --json benchmarks/results/loader.json
+	$(BIN)/python benchmarks/ensemble.py --json benchmarks/results/ensemble.json
+
+rehearsal: setup  ## the kaggle chain at real data sizes on this machine (about an hour on 2 cores)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/rehearsal.py --json benchmarks/results/rehearsal.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -287,15 +287,15 @@ def build_kernel(
             {**inference.__dict__, "tta": list(inference.tta), "device": "auto"},
         )
         wheel = build_wheel(project_root, dataset / "wheels")
+        manifest = {"format": 1, "ftuseg_version": __version__, "members": members}
+        write_json(dataset / BUNDLE_MARKER, manifest)  # what the import probe loads
         requirements = kernel_requirements(dataset)
         download_wheels(
             [*requirements, *cfg.extra_wheels], dataset / "wheels", cfg.python_version,
             cfg.platform,
         )  # fmt: skip
         manifest = {
-            "format": 1,
-            "ftuseg_version": __version__,
-            "members": members,
+            **manifest,
             # The image's own packages, at the versions the models were trained with (the
             # kernel logs a warning where Kaggle's differ).
             "base": {name: importlib.metadata.version(name) for name in KAGGLE_BASE},
