@@ -75,6 +75,11 @@ def make_repo(repo: Path, weights: Path, train_per_organ: int) -> None:
         f"sample.train_per_organ={train_per_organ}",
     ]  # fmt: skip
     sh([sys.executable, "-m", "ftuseg.cli", "params", *overrides], repo)
+    # dvclive (and `dvc exp`) want a commit to relate the run to
+    for cmd in (["git", "config", "user.email", "rehearsal@example.com"],
+                ["git", "config", "user.name", "rehearsal"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "rehearsal"]):  # fmt: skip
+        sh(cmd, repo)
 
 
 def timed_stage(repo: Path, stage: str) -> dict[str, float]:

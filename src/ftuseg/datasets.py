@@ -229,6 +229,10 @@ def make_loader(
         "persistent_workers": True,
         "prefetch_factor": prefetch_factor,
         "worker_init_fn": _worker_init,
+        # Workers start from a clean server process, not from a fork of this one: a fork of a
+        # process whose OpenMP/OpenCV thread pools have run can deadlock in the child (seen in
+        # the test suite). The dataset travels pickled, without its memory maps.
+        "multiprocessing_context": "forkserver",
     }
     loader = DataLoader(
         dataset,

@@ -7,6 +7,7 @@ best validation Dice as safetensors, and is deterministic on CPU for a given see
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -386,15 +387,16 @@ def train_epoch(
     parts_sum: dict[str, float] = {}
     memory = torch.channels_last if runtime.cuda and cfg.channels_last else torch.contiguous_format
     opt.optimizer.zero_grad(set_to_none=True)
-    for i, batch in enumerate(loader):
-        done = epoch * opt.updates_per_epoch + i // cfg.accumulate
-        if cfg.max_steps and done >= cfg.max_steps:
-            break
+    batches = len(loader)
+    if cfg.max_steps:  # the batches of the updates left under the cap, no more
+        left = cfg.max_steps - epoch * opt.updates_per_epoch
+        batches = max(0, min(batches, left * cfg.accumulate))
+    for i, batch in enumerate(itertools.islice(loader, batches)):
         batch = {k: v.to(runtime.device, non_blocking=True) for k, v in batch.items()}
         # (B, S, S, 3) uint8 -> (B, 3, S, S) float: a view, then one conversion on the device
         image = batch["image"].permute(0, 3, 1, 2).float().div_(255.0)
         image = image.contiguous(memory_format=memory)
-        update = (i + 1) % cfg.accumulate == 0 or i + 1 == len(loader)
+        update = (i + 1) % cfg.accumulate == 0 or i + 1 == batches
         # Gradients of non-final micro-batches stay local (DDP syncs on the update).
         sync = net.no_sync() if runtime.info.enabled and not update else contextlib.nullcontext()
         with sync:
