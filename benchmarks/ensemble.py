@@ -5,7 +5,8 @@ Baseline, measured in the same run: the per-pixel objective (what the search eva
 the LevelTable): for every image, combine the member maps (ftuseg.maps.combine) and count every
 pixel against every threshold (threshold_counts). Against it: building the LevelTable once
 (distinct member-level tuples per image) and one objective evaluation on it; both give the same
-value, which is checked. Then a whole coordinate-ascent search on the table, and what it would
+value, which is checked. The table is evaluated one image at a time on one thread per core
+(``threads`` in the output). Then a whole coordinate-ascent search on the table, and what it would
 have cost per pixel.
 
 Maps are synthetic but shaped like OOF output: a smooth probability field that agrees with a
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 from pathlib import Path
 
@@ -136,6 +138,9 @@ def main() -> None:
         "side": args.side,
         "members": args.members,
         "tuples_per_pixel": round(table.tuples / table.pixels, 4),
+        "level_table_gib": round(table.nbytes / 2**30, 2),
+        "maps_gib": round(sum(q.nbytes for m in maps for q in m) / 2**30, 2),
+        "threads": table.workers,
         "baseline_per_pixel_objective_s": round(baseline_s, 2),
         "level_table_build_s": round(build_s, 2),
         "level_table_objective_s": round(eval_s, 3),
@@ -148,6 +153,7 @@ def main() -> None:
         "found_weights": [round(float(w), 4) for w in found],
         "found_objective": round(score, 5),
         "pipeline_oof": pipeline_oof_ratio(),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
     print(json.dumps(results, indent=2))
     if args.json:

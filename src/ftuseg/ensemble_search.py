@@ -8,7 +8,9 @@ map arithmetic (:mod:`ftuseg.maps`) the submission uses.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,16 +67,23 @@ class LevelTable:
     levels, re-quantisation to uint8, comparison with a threshold), so a pixel's outcome depends
     only on its tuple of member levels and whether it lies inside the truth. Each image is
     stored as its distinct (levels, inside) tuples with their pixel counts: the objective then
-    costs O(distinct tuples) instead of O(pixels), vectorised over all images at once, and gives
-    the same numbers as evaluating every pixel (the arithmetic is :func:`ftuseg.maps.combine`'s,
-    element by element). Memory holds the tuples, not the maps.
+    costs O(distinct tuples) instead of O(pixels) and gives the same numbers as evaluating every
+    pixel (the arithmetic is :func:`ftuseg.maps.combine`'s, element by element, through
+    256-entry tables per member). Memory holds the tuples, ``members + 4`` bytes each (0.39
+    tuples per pixel on noisy synthetic maps, 0.28 on the sample's OOF maps), never the maps;
+    evaluation works one image at a time on ``workers`` threads (numpy releases the GIL in the
+    gathers and sums that dominate).
     """
 
-    def __init__(self, n_members: int) -> None:
+    def __init__(self, n_members: int, workers: int | None = None) -> None:
         if not 1 <= n_members <= 7:
             raise ValueError(f"the weight search packs up to 7 members, got {n_members}")
         self.n_members = n_members
-        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.workers = workers or os.cpu_count() or 1
+        # Per image: member levels (M, U) uint8 and pixel counts (U,) uint32, split into the
+        # tuples inside the truth and those outside it.
+        self._inside: list[tuple[np.ndarray, np.ndarray]] = []
+        self._outside: list[tuple[np.ndarray, np.ndarray]] = []
         self.truth_sums: list[int] = []
         self.pixels = 0
 
@@ -82,58 +91,71 @@ class LevelTable:
         """One image: its members' quantised maps and its truth mask (same shape)."""
         if len(maps) != self.n_members:
             raise ValueError(f"expected {self.n_members} member maps, got {len(maps)}")
-        code = truth.ravel().astype(bool).astype(np.uint64)
+        if truth.size >= 2**32:
+            raise ValueError(f"an image of {truth.size} pixels overflows the uint32 counts")
+        # 1 + 8 * members bits: uint32 sorts twice as fast as uint64 for up to 3 members.
+        dtype = np.uint32 if self.n_members <= 3 else np.uint64
+        code = truth.ravel().astype(bool).astype(dtype)
         for m, q in enumerate(maps):
             if q.shape != truth.shape or q.dtype != np.uint8:
                 raise ValueError("member maps must be uint8 arrays of the truth's shape")
-            code |= q.ravel().astype(np.uint64) << np.uint64(1 + 8 * m)
+            code |= q.ravel().astype(dtype) << dtype(1 + 8 * m)
         unique, counts = np.unique(code, return_counts=True)
-        self._parts.append((unique, counts))
+        levels = np.stack(
+            [((unique >> dtype(1 + 8 * m)) & dtype(255)).astype(np.uint8)
+             for m in range(self.n_members)]
+        )  # fmt: skip
+        inside = (unique & dtype(1)).astype(bool)
+        counts = counts.astype(np.uint32)
+        self._inside.append((levels[:, inside], counts[inside]))
+        self._outside.append((levels[:, ~inside], counts[~inside]))
         self.truth_sums.append(int(np.count_nonzero(truth)))
         self.pixels += truth.size
 
     def __len__(self) -> int:
-        return len(self._parts)
+        return len(self._inside)
 
     @property
     def tuples(self) -> int:
-        return sum(len(u) for u, _ in self._parts)
+        return sum(c.size for _, c in self._inside) + sum(c.size for _, c in self._outside)
 
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(image index, member levels (U, M), count, inside flag) over all tuples."""
-        if not hasattr(self, "_cache"):
-            codes = np.concatenate([u for u, _ in self._parts])
-            image = np.repeat(np.arange(len(self._parts)), [len(u) for u, _ in self._parts])
-            levels = np.stack(
-                [((codes >> np.uint64(1 + 8 * m)) & np.uint64(255)).astype(np.uint8)
-                 for m in range(self.n_members)],
-                axis=1,
-            )  # fmt: skip
-            counts = np.concatenate([c for _, c in self._parts]).astype(np.float64)
-            self._cache = (image, levels, counts, (codes & np.uint64(1)).astype(bool))
-        return self._cache
+    @property
+    def nbytes(self) -> int:
+        parts = self._inside + self._outside
+        return sum(lv.nbytes + c.nbytes for lv, c in parts)
+
+    def _image_counts(
+        self, i: int, weights: Sequence[float], bins: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``i``'s histograms over threshold bins: all pixels, pixels inside the truth."""
+        total = float(sum(weights))
+        # combine()'s arithmetic as tables: float32(w / total) · level / 255 for each level.
+        luts = [np.float32(w / total) * dequantize(np.arange(256, dtype=np.uint8)) for w in weights]
+        hists = []
+        for levels, counts in (self._inside[i], self._outside[i]):
+            acc = luts[0][levels[0]]
+            for m in range(1, self.n_members):
+                acc += luts[m][levels[m]]
+            hists.append(np.bincount(bins[quantize(acc)], weights=counts, minlength=k + 1))
+        return hists[0] + hists[1], hists[0]
 
     def dice_table(self, image_weights: Sequence[Sequence[float]], grid: np.ndarray) -> np.ndarray:
         """Per-image Dice at every threshold of ``grid`` (n_images, len(grid)) for the ensemble
         with ``image_weights[i]`` (one weight per member) on image ``i``."""
-        image, levels, counts, inside = self._arrays()
-        # combine()'s arithmetic, element by element: float32(w / total) · level / 255, summed
-        # member by member, re-quantised.
-        per_image = np.array(
-            [[np.float32(w / float(sum(ws))) for w in ws] for ws in image_weights], np.float32
-        )
-        acc = None
-        for m in range(self.n_members):
-            term = per_image[image, m] * dequantize(levels[:, m])
-            acc = term if acc is None else acc + term
-        level = quantize(acc)
         # The threshold bin of each of the 256 levels (as threshold_counts bins probabilities).
         bins = np.searchsorted(grid, np.arange(256, dtype=np.float32) / np.float32(255.0))
         k, n = grid.size, len(self)
-        key = image * (k + 1) + bins[level]
-        all_hist = np.bincount(key, weights=counts, minlength=n * (k + 1)).reshape(n, k + 1)
-        in_hist = np.bincount(key[inside], weights=counts[inside], minlength=n * (k + 1))
-        in_hist = in_hist.reshape(n, k + 1)
+        all_hist, in_hist = np.zeros((n, k + 1)), np.zeros((n, k + 1))
+
+        def one(i: int) -> None:
+            all_hist[i], in_hist[i] = self._image_counts(i, image_weights[i], bins, k)
+
+        if self.workers > 1 and n > 1:
+            with ThreadPoolExecutor(self.workers) as pool:
+                list(pool.map(one, range(n)))
+        else:
+            for i in range(n):
+                one(i)
         pred_sum = np.cumsum(all_hist[:, ::-1], axis=1)[:, ::-1][:, 1:]
         inter = np.cumsum(in_hist[:, ::-1], axis=1)[:, ::-1][:, 1:]
         truth = np.asarray(self.truth_sums, np.float64)[:, None]
