@@ -6,6 +6,8 @@ HPA training images are DAB + hematoxylin; the HuBMAP test images are H&E or PAS
   versions (staintools' Vahadane or Macenko ``StainAugmentor``: the stain matrix is fitted once
   per image, each copy perturbs the stain concentrations). DVC caches them, so training never pays
   for the fit again; the dataset draws a copy instead of the original with ``stain_copy_prob``.
+  ``method: recolour`` instead recomposes each HPA image in the test domain's stains, H&E or
+  PAS (:mod:`ftuseg.recolour`), so the model sees target-like colours.
 - :class:`StainNormalizer` maps an image's stains onto a reference (Vahadane, Macenko or
   Reinhard), identically in training and at inference; the reference H&E and PAS images
   published by the competition's hosts ship in ``assets/stain_references``.
@@ -22,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -32,12 +35,15 @@ from .errors import DataError
 from .prepare import load_prepared, prepared_path, read_index
 from .utils import atomic_path, read_json, write_json
 
+if TYPE_CHECKING:
+    from .recolour import RecolourConfig
+
 log = logging.getLogger(__name__)
 
 REFERENCES = {"he": "HE-Stain-10x.jpg", "pas": "PAS-staining.jpg"}
 NO_TISSUE_POLICIES = ("error", "keep")
 NORMALIZE_METHODS = ("none", "vahadane", "macenko", "reinhard")
-AUGMENT_METHODS = ("vahadane", "macenko")
+AUGMENT_METHODS = ("vahadane", "macenko", "recolour")
 INDEX_NAME = "index.csv"
 COPIES_DIR = "copies"
 
@@ -211,12 +217,20 @@ class StainNormalizer:
 class StainAugmentConfig:
     """The ``stain.augment`` settings of the offline stain stage."""
 
-    method: str = "vahadane"  # vahadane | macenko
+    method: str = "vahadane"  # vahadane | macenko (own stains perturbed) | recolour (H&E/PAS)
     copies: int = 4  # recoloured copies per training image
     sigma1: float = 0.4  # stain concentrations scaled by U(1 - sigma1, 1 + sigma1)
-    sigma2: float = 0.4  # ... and shifted by U(-sigma2, sigma2)
-    luminosity: bool = True  # LuminosityStandardizer before fitting
+    sigma2: float = 0.4  # ... and shifted by U(-sigma2, sigma2) (vahadane, macenko)
+    luminosity: bool = True  # LuminosityStandardizer before fitting (vahadane, macenko)
     seed: int = 2022
+    targets: tuple[str, ...] = ("he", "pas")  # recolour: copy k in targets[k % len(targets)]
+    dab_share: float = 0.5  # recolour: the counterstain's share of the DAB map
+
+    def recolour_config(self) -> RecolourConfig:
+        # Imported here: the kernel and inference import this module, never the recolouring.
+        from .recolour import RecolourConfig
+
+        return RecolourConfig(tuple(self.targets), self.dab_share, self.sigma1)
 
     def __post_init__(self) -> None:
         if self.method not in AUGMENT_METHODS:
@@ -226,6 +240,8 @@ class StainAugmentConfig:
             )
         if self.copies < 0:
             raise DataError(f"stain.augment.copies must be >= 0, got {self.copies}")
+        if self.method == "recolour":
+            self.recolour_config()  # validates targets, dab_share and sigma1
 
 
 def stain_copies(
@@ -233,6 +249,13 @@ def stain_copies(
 ) -> tuple[list[np.ndarray], float, float]:
     """``cfg.copies`` recoloured versions of ``image``; returns them with the fit time and the
     mean time per copy (seconds)."""
+    if cfg.method == "recolour":
+        started = time.perf_counter()
+        from .recolour import recolour_copies
+
+        rng = np.random.default_rng(seed)
+        copies = recolour_copies(image, cfg.recolour_config(), cfg.copies, rng, label)
+        return copies, 0.0, (time.perf_counter() - started) / max(1, cfg.copies)
     import staintools
 
     started = time.perf_counter()
