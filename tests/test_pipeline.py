@@ -47,6 +47,7 @@ DETERMINISTIC_OUTPUTS = (
     "metrics/oof.json",
     "metrics/ensemble.json",
     "metrics/test.json",
+    "metrics/test_per_image.csv",
     "metrics/oof_per_image.csv",
     "metrics/plots/thresholds.csv",
     "logs/train/unet/fold0/metrics.json",
@@ -215,6 +216,9 @@ def test_submission_covers_the_test_set_and_is_scored(repo, first_run):
     scored = json.loads((repo / "metrics/test.json").read_text())
     assert scored["scored"] is True and scored["n_images"] == 5
     assert scored["dice"] == pytest.approx(sum(dices) / len(dices), abs=1e-5)
+    per_image = pd.read_csv(repo / "metrics/test_per_image.csv", dtype={"id": str})
+    assert list(per_image["id"]) == list(test["id"])
+    assert per_image["dice"].to_numpy() == pytest.approx(dices, abs=1e-5)
 
 
 def test_two_runs_from_scratch_give_identical_results(first_outputs, tmp_path):

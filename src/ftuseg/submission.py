@@ -70,8 +70,11 @@ def make_submission(
     out_csv: str | Path,
     inference: InferenceConfig | None = None,
     progress: Progress = _no_progress,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Write ``submission.csv`` (id, rle) for ``test.csv``; score it when test labels exist."""
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
+    """Write ``submission.csv`` (id, rle) for ``test.csv``; score it when test labels exist.
+
+    Returns the submission, the summary metrics and the Dice of each test image (id, organ,
+    dice; None without labels)."""
     raw_dir = Path(raw_dir)
     test = read_metadata(raw_dir / "test.csv", "test")
     labels_path = raw_dir / "test_labels.csv"
@@ -101,5 +104,6 @@ def make_submission(
     )
     write_csv(out_csv, submission)
     if labels is None:
-        return submission, {"scored": False, "n_images": len(submission)}
-    return submission, {"scored": True, **summarise(pd.DataFrame(scored))}
+        return submission, {"scored": False, "n_images": len(submission)}, None
+    per_image = pd.DataFrame(scored, columns=["id", "organ", "dice"])
+    return submission, {"scored": True, **summarise(per_image)}, per_image
