@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..organs import ORGANS
+from .adversarial import DomainClassifier
 from .registry import get_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -23,7 +24,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PROBE_SIZE = 64  # side of the dummy input that discovers the network's channel counts
 
 # Keys of a model config that configure the wrapper or the training, not the network.
-HEAD_KEYS = ("deep_supervision", "organ_head", "pixel_size_head")
+HEAD_KEYS = ("deep_supervision", "organ_head", "pixel_size_head", "domain_head")
 NON_NET_KEYS = ("arch", "train", "organs", *HEAD_KEYS)
 
 
@@ -32,7 +33,9 @@ class Segmenter(nn.Module):
 
     ``forward(x)`` returns (B, 1, H, W) logits; ``forward(x, heads=True)`` returns a dict with
     ``mask`` plus, where enabled, ``aux`` (one logit map per decoder level, at input size),
-    ``organ`` (B, 5 organ logits) and ``pixel_size`` (B, predicted log µm/px).
+    ``organ`` (B, 5 organ logits), ``pixel_size`` (B, predicted log µm/px) and ``domain`` (B
+    logits, target domain = 1; its input passes a gradient-reversal layer, see
+    :mod:`.adversarial`).
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class Segmenter(nn.Module):
         deep_supervision: bool = False,
         organ_head: bool = False,
         pixel_size_head: bool = False,
+        domain_head: bool = False,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
@@ -53,7 +57,8 @@ class Segmenter(nn.Module):
         self.aux_heads = nn.ModuleList()
         self.organ_head: nn.Module | None = None
         self.pixel_size_head: nn.Module | None = None
-        if deep_supervision or organ_head or pixel_size_head:
+        self.domain_head: DomainClassifier | None = None
+        if deep_supervision or organ_head or pixel_size_head or domain_head:
             level_channels, bottleneck_channels = self._probe_channels()
             if deep_supervision:
                 self.aux_heads.extend(nn.Conv2d(c, 1, kernel_size=1) for c in level_channels)
@@ -61,6 +66,8 @@ class Segmenter(nn.Module):
                 self.organ_head = nn.Linear(bottleneck_channels, len(ORGANS))
             if pixel_size_head:
                 self.pixel_size_head = nn.Linear(bottleneck_channels, 1)
+            if domain_head:
+                self.domain_head = DomainClassifier(bottleneck_channels)
 
     @torch.no_grad()
     def _probe_channels(self) -> tuple[list[int], int]:
@@ -72,8 +79,8 @@ class Segmenter(nn.Module):
 
     @property
     def has_heads(self) -> bool:
-        return (
-            bool(self.aux_heads) or self.organ_head is not None or self.pixel_size_head is not None
+        return bool(self.aux_heads) or any(
+            h is not None for h in (self.organ_head, self.pixel_size_head, self.domain_head)
         )
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,6 +125,8 @@ class Segmenter(nn.Module):
                 result["organ"] = self.organ_head(pooled)
             if self.pixel_size_head is not None:
                 result["pixel_size"] = self.pixel_size_head(pooled).squeeze(1)
+        if self.domain_head is not None:
+            result["domain"] = self.domain_head(out["bottleneck"])
         return result
 
 
