@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tifffile
-from experiments import ROOT, dvc, unfinished
+from experiments import ROOT, dvc
 from glas_render import DIFFICULTIES, degrade_he, draw_pattern, render_hpa
 
 from ftuseg import rle
@@ -141,38 +141,36 @@ def exp_name(difficulty: str, method: str, fold: int) -> str:
 def experiments() -> dict[str, str]:
     """Finished experiments: name -> commit."""
     shown = json.loads(dvc("exp", "show", "--json", "--all-commits", "--no-fetch"))
-    skip, found = unfinished(), {}
+    found: dict[str, str] = {}
     for rev in shown:
         for exp in [e for g in rev.get("experiments") or [] for e in g.get("revs", [])]:
             name = exp.get("name")
-            if name and name.startswith("glas-") and name not in skip and exp.get("rev"):
+            if name and name.startswith("glas-") and exp.get("rev"):
                 found.setdefault(name, exp["rev"])
     return found
 
 
-def queue(work: Path, difficulty: str, methods: list[str], folds: list[int]) -> list[str]:
-    done, queued = experiments(), []
-    for m in methods:
-        for f in folds:
-            name = exp_name(difficulty, m, f)
-            if name in done:
-                continue
-            method = METHODS[m]
-            data = (work / difficulty / f"fold{f}" / method.stain).resolve()
-            sets = [*COMMON, *method.overrides, f"data.raw_dir={data}", f"train.seed={2022 + f}"]
-            args = [a for s in sets for a in ("-S", s)]
-            dvc("exp", "run", "--queue", *args, "-n", name, "submit")
-            queued.append(name)
-    return queued
-
-
-def wait_for_queue() -> None:
-    dvc("queue", "start", "-j", "1")
-    while True:
-        status = dvc("queue", "status")
-        if "Queued" not in status and "Running" not in status:
-            return
-        time.sleep(30)
+def run_missing(work: Path, difficulty: str, methods: list[str], folds: list[int]) -> list[str]:
+    """Run every (method, fold) experiment that has not finished yet, one after the other
+    (``dvc exp run --temp``: in a temporary copy, the workspace stays as it is)."""
+    done, ran = experiments(), []
+    todo = [(m, f) for m in methods for f in folds if exp_name(difficulty, m, f) not in done]
+    for k, (m, f) in enumerate(todo, 1):
+        name = exp_name(difficulty, m, f)
+        method = METHODS[m]
+        data = (work / difficulty / f"fold{f}" / method.stain).resolve()
+        sets = [*COMMON, *method.overrides, f"data.raw_dir={data}", f"train.seed={2022 + f}"]
+        args = [a for s in sets for a in ("-S", s)]
+        started = time.perf_counter()
+        print(f"[{k}/{len(todo)}] {name} ...", flush=True)
+        try:
+            dvc("exp", "run", "--temp", *args, "-n", name, "submit")
+        except subprocess.CalledProcessError as err:  # report it, go on with the others
+            print(f"[{k}/{len(todo)}] {name} FAILED:\n{(err.stderr or '')[-2000:]}", flush=True)
+            continue
+        print(f"[{k}/{len(todo)}] {name} done in {time.perf_counter() - started:.0f} s", flush=True)
+        ran.append(name)
+    return ran
 
 
 def read_at(rev: str, path: str) -> pd.DataFrame:
@@ -258,10 +256,7 @@ def main() -> None:
         sys.exit(f"{GLAS} not found: this benchmark needs the GlaS images beside the checkout")
     if not args.report:
         render(args.work, args.difficulty)
-        queued = queue(args.work, args.difficulty, args.methods, list(range(FOLDS)))
-        print(f"queued {len(queued)} experiments: {queued}")
-        if queued:
-            wait_for_queue()
+        run_missing(args.work, args.difficulty, args.methods, list(range(FOLDS)))
     rows = report(args.difficulty, args.methods)
     print(table(args.difficulty, rows))
     if args.json:

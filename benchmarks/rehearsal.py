@@ -33,7 +33,7 @@ from ftuseg.kaggle import run_offline
 ROOT = Path(__file__).resolve().parents[1]
 FOLDS = 3  # conf/profile/rehearsal.yaml
 MODEL = "hrnet"
-DATA_STAGES = ("sample", "prepare", "stain", "normalize")
+DATA_STAGES = ("sample", "prepare", "stain", "normalize", "unlabeled")
 LATE_STAGES = ("oof", "ensemble", "submit", "kernel")
 
 

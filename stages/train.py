@@ -29,6 +29,7 @@ def main(
     state_root: Path = Path("checkpoints"),
     stain_dir: Path = Path("data/stain"),
     normalized_dir: Path = Path("data/normalized"),
+    unlabeled_dir: Path = Path("data/unlabeled"),
     params: Path = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
@@ -47,6 +48,7 @@ def main(
         um_per_px=float(group(p, "prepare")["um_per_px"]),
         stain=stain_dir,
         normalized=normalized_dir,
+        unlabeled=unlabeled_dir,
     )
     dirs = RunDirs(
         checkpoint_dir(models_dir, model, fold),

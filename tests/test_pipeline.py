@@ -128,8 +128,9 @@ def first_outputs(repo, first_run) -> dict[str, bytes]:
 def test_repro_runs_every_stage(first_run):
     # The default ensemble has two architectures: each is trained on each fold.
     assert ran_stages(first_run) == {
-        "sample", "prepare", "stain", "normalize", "train@unet-0", "train@unet-1",
-        "train@segformer-0", "train@segformer-1", "oof", "ensemble", "submit", "kernel",
+        "sample", "prepare", "stain", "normalize", "unlabeled", "train@unet-0",
+        "train@unet-1", "train@segformer-0", "train@segformer-1", "oof", "ensemble", "submit",
+        "kernel",
     }  # fmt: skip
 
 
@@ -241,6 +242,7 @@ STAGE_PROBES = {
     "prepare": "scale.py",
     "stain": "prepare.py",
     "normalize": "scale.py",
+    "unlabeled": "scale.py",
     "train@unet-0": "distributed.py",
     "oof": "stain.py",  # imported inside Predictor.from_checkpoints only
     "ensemble": "maps.py",
@@ -272,7 +274,8 @@ def test_changing_a_module_a_stage_imports_reruns_that_stage(repo, first_run, fi
         covering = {d for d in changed_deps(status, stage) if rel == d or rel.startswith(d + "/")}
         assert covering, f"editing {rel} leaves stage {stage} up to date: {status}"
         if module == "maps.py":  # the data stages never run the engine's map arithmetic
-            assert not {"sample", "prepare", "stain", "normalize"} & set(status), status
+            data_stages = {"sample", "prepare", "stain", "normalize", "unlabeled"}
+            assert not data_stages & set(status), status
     assert json.loads(dvc("status", "--json", cwd=repo)) == {}
 
 
@@ -388,6 +391,7 @@ def test_changing_a_training_param_invalidates_only_the_train_stages(repo, first
         "prepare",
         "stain",
         "normalize",
+        "unlabeled",
         "oof",
         "ensemble",
         "submit",

@@ -9,17 +9,19 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from ftuseg.checkpoint import load_checkpoint
 from ftuseg.errors import DataError
 from ftuseg.layout import checkpoint_dir
 from ftuseg.models import build_model
 from ftuseg.oof import run_oof
-from ftuseg.prepare import PrepareConfig, prepare, prepared_path
+from ftuseg.prepare import PrepareConfig, prepare, prepare_unlabeled, prepared_path
 from ftuseg.resume import TrainingState, inputs_digest, load_state, restore, save_state
 from ftuseg.sample import SampleConfig, generate
 from ftuseg.stain import NormalizeConfig
@@ -235,7 +237,7 @@ def test_the_run_fingerprint_covers_the_content_of_its_inputs(prepared, tmp_path
 
     def inputs(prep):
         data = TrainData(prep, prepared.parent / "raw/train.csv", 3.0)
-        return input_files(data, ids, image_files(data, NormalizeConfig(), ids, CFG))
+        return input_files(data, ids, image_files(data, NormalizeConfig(), ids, CFG), CFG)
 
     files = inputs(prepared)
     assert len(files) == 2 + 3 * len(index)  # index, train.csv, image/mask/ftu per image
@@ -248,6 +250,35 @@ def test_the_run_fingerprint_covers_the_content_of_its_inputs(prepared, tmp_path
     changed[0, 0, 0] ^= 1  # one bit of one pixel
     np.save(image, changed)
     assert inputs_digest(moved) != inputs_digest(files)
+
+
+def test_domain_adversarial_training_on_unlabeled_images(prepared, tmp_path):
+    """`train.domain_weight > 0`: target crops join every batch, the domain loss is logged, the
+    run stays deterministic and its checkpoint (domain head included) loads for inference."""
+    raw = tmp_path / "target"
+    generate(raw, SampleConfig(train_per_organ=2, test_per_organ=1, field_um=120, seed=7))
+    assert prepare_unlabeled(raw, tmp_path / "off", 3.0, enabled=False).empty
+    assert not any((tmp_path / "off/images").iterdir())  # disabled: nothing read or written
+    index = prepare_unlabeled(raw, tmp_path / "unl", 3.0, enabled=True)
+    assert len(index) == 5 and (index["height"] == 40).all()  # 120 µm at 3 µm/px
+    cfg = replace(CFG, epochs=2, domain_weight=0.5)
+    data = replace(data_of(prepared), unlabeled=tmp_path / "unl")
+    for out in ("a", "b"):
+        train_fold(data, "unet", MODEL, 0, cfg, dirs(tmp_path / out))
+    weights = [(tmp_path / o / "ckpt/model.safetensors").read_bytes() for o in ("a", "b")]
+    assert weights[0] == weights[1]
+    domain_loss = pd.read_csv(tmp_path / "a/live/plots/metrics/train/loss_domain.tsv", sep="\t")
+    assert len(domain_loss) == 2 and (domain_loss["loss_domain"] > 0).all()
+    model, meta = load_checkpoint(tmp_path / "a/ckpt")
+    assert meta["model_cfg"]["domain_head"] is True and model.domain_head is not None
+    assert model(torch.rand(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    # Against a run without it: the target crops change what the encoder learns.
+    run(prepared, tmp_path / "plain", replace(CFG, epochs=2))
+    assert (tmp_path / "plain/ckpt/model.safetensors").read_bytes() != weights[0]
+    with pytest.raises(DataError, match="no images"):
+        train_fold(
+            replace(data, unlabeled=tmp_path / "off"), "unet", MODEL, 0, cfg, dirs(tmp_path / "c")
+        )
 
 
 DDP_CFG = TrainConfig(epochs=3, batch_size=4, crop_size=64, samples_per_image=4, threads=1, lr=3e-3)

@@ -15,6 +15,7 @@ from .augment import AugmentConfig, augment
 from .errors import DataError
 from .organs import ORGANS
 from .prepare import prepared_path, read_index
+from .transforms import random_dihedral
 
 DEFAULT_AUGMENT = AugmentConfig()  # dihedral transforms only
 PAD_VALUE = 255  # images are padded with white, as glass looks in brightfield
@@ -185,6 +186,41 @@ class CropDataset(Dataset):
             "organ": torch.tensor(self.organs[source]),
             "log_pixel_size": torch.tensor(math.log(pixel_size), dtype=torch.float32),
         }
+
+
+class TargetCrops(Dataset):
+    """Random crops of unlabeled target-domain images (domain-adversarial training): uniform
+    position, one of the 8 dihedral symmetries, nothing else (the images are the domain the
+    classifier must learn; colour augmentation would blur it). Same keys, lazy memory maps and
+    ``(seed, epoch, index)`` randomness as :class:`CropDataset`; ``length`` crops per epoch."""
+
+    def __init__(self, files: Sequence[Path], crop_size: int, length: int, seed: int) -> None:
+        if not files:
+            raise DataError("domain-adversarial training needs unlabeled images, found none")
+        for path in files:
+            if not Path(path).is_file():
+                raise DataError(f"{path}: unlabeled image missing (re-run the unlabeled stage)")
+        self.files = [Path(f) for f in files]
+        self.crop_size, self.length, self.seed = crop_size, length, seed
+        self._maps: dict[Path, np.ndarray] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_maps": {}}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = key
+        rng = np.random.default_rng([self.seed, epoch, index])
+        path = self.files[int(rng.integers(len(self.files)))]
+        image = self._maps.get(path)
+        if image is None:
+            image = self._maps[path] = np.load(path, mmap_mode="r", allow_pickle=False)
+        blank = np.zeros(image.shape[:2], np.uint8)  # no mask: only the crop's geometry
+        crop, _ = random_crop(image, blank, self.crop_size, rng, 0.0, np.empty(0, np.int64))
+        crop, _ = random_dihedral(np.ascontiguousarray(crop), blank[:1, :1], rng)
+        return {"image": torch.from_numpy(np.ascontiguousarray(crop))}
 
 
 class EpochBatches(Sampler[list[tuple[int, int]]]):

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from .augment import AugmentConfig
 from .checkpoint import save_checkpoint
+from .dann import DomainAdversarial, build_domain_adversarial, unlabeled_files
 from .datasets import CropDataset, EpochBatches, make_loader
 from .distributed import (
     DistInfo,
@@ -78,6 +79,9 @@ class TrainConfig:
     accumulate: int = 1  # gradient accumulation: optimizer steps every `accumulate` batches
     organ_oversample: dict[str, float] = field(default_factory=dict)  # e.g. {lung: 5}
     stain_copy_prob: float = 0.0  # draw a stain-augmented copy instead of the original
+    # Domain-adversarial training on unlabeled target images (0 = off; see ftuseg.dann).
+    domain_weight: float = 0.0
+    domain_gamma: float = 10.0  # DANN schedule: reversal scale 2 / (1 + exp(-γ p)) - 1
     patience: int = 0  # epochs without improvement before stopping; 0 = never stop early
     # Cap on optimiser updates over the whole run (0: none): a rehearsal at real sizes on a
     # slow machine runs every code path with a few steps; the epoch it falls in is the last.
@@ -94,6 +98,8 @@ class TrainConfig:
     sync_bn: bool = True  # synchronise BatchNorm statistics across GPU processes (CUDA only)
 
     def __post_init__(self) -> None:
+        if self.domain_weight < 0:
+            raise ValueError(f"train.domain_weight must be >= 0, got {self.domain_weight}")
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"train.precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}"
@@ -153,6 +159,7 @@ class TrainData:
     um_per_px: float  # the training scale (prepare.um_per_px)
     stain: Path | None = None  # the stain stage's output (stain copies)
     normalized: Path | None = None  # the normalize stage's output (with stain.normalize on)
+    unlabeled: Path | None = None  # the unlabeled stage's output (with train.domain_weight > 0)
 
 
 @dataclass(frozen=True)
@@ -225,13 +232,18 @@ def image_files(
 
 
 def input_files(
-    data: TrainData, ids: list[str], files: tuple[dict[str, Path], dict[str, list[Path]]]
+    data: TrainData,
+    ids: list[str],
+    files: tuple[dict[str, Path], dict[str, list[Path]]],
+    cfg: TrainConfig,
 ) -> list[Path]:
     """Every file whose content shapes a training run: the prepared index, train.csv (the
     validation masks), the prepared arrays of ``ids`` and the images and copies it crops."""
     inputs = [data.prepared / PREPARED_INDEX, data.train_csv]
     inputs += [prepared_path(data.prepared, i, a) for i in ids for a in ARRAYS]
     inputs += [*files[0].values(), *(c for cs in files[1].values() for c in cs)]
+    if cfg.domain_weight > 0 and data.unlabeled is not None:
+        inputs += unlabeled_files(data.unlabeled)
     return sorted(set(inputs))
 
 
@@ -377,11 +389,14 @@ def train_epoch(
     cfg: TrainConfig,
     runtime: Runtime,
     advance: Any,
+    domain: DomainAdversarial | None = None,
 ) -> dict[str, float]:
     """One pass over the loader; returns the mean loss and loss parts of this process.
 
     Batches arrive as NHWC uint8 and become floats on the device (a quarter of the bytes to
-    copy); pinned batches copy asynchronously while the previous step computes.
+    copy); pinned batches copy asynchronously while the previous step computes. With
+    ``domain``, each batch is joined by a batch of unlabeled target crops (see
+    :mod:`ftuseg.dann`).
     """
     losses: list[float] = []
     parts_sum: dict[str, float] = {}
@@ -391,11 +406,20 @@ def train_epoch(
     if cfg.max_steps:  # the batches of the updates left under the cap, no more
         left = cfg.max_steps - epoch * opt.updates_per_epoch
         batches = max(0, min(batches, left * cfg.accumulate))
+    targets = domain.batches() if domain is not None else None
+
+    def on_device(images: torch.Tensor) -> torch.Tensor:
+        # (B, S, S, 3) uint8 -> (B, 3, S, S) float: a view, then one conversion on the device
+        images = images.to(runtime.device, non_blocking=True).permute(0, 3, 1, 2)
+        return images.float().div_(255.0).contiguous(memory_format=memory)
+
     for i, batch in enumerate(itertools.islice(loader, batches)):
         batch = {k: v.to(runtime.device, non_blocking=True) for k, v in batch.items()}
-        # (B, S, S, 3) uint8 -> (B, 3, S, S) float: a view, then one conversion on the device
-        image = batch["image"].permute(0, 3, 1, 2).float().div_(255.0)
-        image = image.contiguous(memory_format=memory)
+        image = on_device(batch["image"])
+        n_source = image.shape[0]
+        if domain is not None and targets is not None:
+            domain.set_progress(epoch * opt.updates_per_epoch + i // cfg.accumulate)
+            image = torch.cat([image, on_device(next(targets))])
         update = (i + 1) % cfg.accumulate == 0 or i + 1 == batches
         # Gradients of non-final micro-batches stay local (DDP syncs on the update).
         sync = net.no_sync() if runtime.info.enabled and not update else contextlib.nullcontext()
@@ -405,9 +429,15 @@ def train_epoch(
                 enabled=opt.autocast is not None,
             ):  # fmt: skip
                 output = net(image, heads=heads)
+            domain_loss = None
+            if domain is not None:
+                output, domain_loss = domain.split(output, n_source)
             loss, parts = criterion(
                 output, batch["mask"].float(), batch["organ"], batch["log_pixel_size"]
             )
+            if domain_loss is not None:
+                loss = loss + domain_loss
+                parts["domain"] = float(domain_loss.detach())
             opt.scaler.scale(loss / cfg.accumulate).backward()
         if update:
             opt.scaler.step(opt.optimizer)
@@ -462,6 +492,8 @@ def train_fold(
         data.prepared, data.train_csv, val_ids, data.um_per_px, cfg.crop_size, inference,
         train_pixel_sizes, files[0],
     )  # fmt: skip
+    if cfg.domain_weight > 0:  # recorded in the checkpoint: its weights include the head
+        model_cfg = {**model_cfg, "domain_head": True}
     model, net = prepare_model(model_cfg, cfg, runtime)
     criterion = SegmentationLoss(
         LossWeights(
@@ -470,6 +502,24 @@ def train_fold(
         )
     )  # fmt: skip
     opt = build_optimisation(model, cfg, len(loader), runtime.cuda)
+    domain = (
+        build_domain_adversarial(
+            data.unlabeled,
+            model.domain_head,
+            len(loader.dataset),
+            cfg.batch_size,
+            cfg.crop_size,
+            cfg.domain_weight,
+            cfg.domain_gamma,
+            total_updates(cfg, len(loader)),
+            seed + 1,
+            cfg.num_workers,
+            runtime.cuda,
+            runtime.info,
+        )  # fmt: skip
+        if cfg.domain_weight > 0
+        else None
+    )
     settings = {
         "augment": asdict(augment),
         "normalize": asdict(normalize),
@@ -477,7 +527,7 @@ def train_fold(
     }
     run_id = run_fingerprint(
         model_name, model_cfg, cfg, fold, (train_ids, val_ids), data, settings, runtime.device,
-        input_files(data, [*train_ids, *val_ids], files),
+        input_files(data, [*train_ids, *val_ids], files, cfg),
     )  # fmt: skip
 
     def checkpoint_meta(epoch: int, val_dice: float) -> dict[str, Any]:
@@ -519,9 +569,12 @@ def train_fold(
         for epoch in range(state.epoch, cfg.epochs):
             model.train()
             sampler.set_epoch(epoch)  # the data order and every crop depend on the epoch alone
+            if domain is not None:
+                domain.set_epoch(epoch)
             losses = train_epoch(
                 net, model.has_heads, loader, criterion, opt, epoch, cfg, runtime,
                 lambda loss, e=epoch: progress.update(task, advance=1, epoch=e + 1, loss=loss),
+                domain,
             )  # fmt: skip
             # Validation on the main process; every rank gets its score for early stopping.
             val_dice = from_main(validate(model) if main else 0.0, runtime.info)
