@@ -3,8 +3,9 @@
 One experiment per `domain` preset (conf/domain/), all with the sample U-Net alone
 (`-S model=unet`): `none` (no stain handling, every image treated as 0.4 µm/px, flips only) is
 the baseline; `copies` adds the stain stage's recoloured copies, `normalize` Vahadane
-normalisation to the H&E reference, `scale` the csv pixel sizes with zoom and thickness
-augmentation, `all` everything (the default). Prints HuBMAP-like test Dice (the sample test
+normalisation to the H&E reference, `resample` the csv pixel sizes alone (resampling to the
+training scale and back), `scale` the same with zoom and thickness augmentation, `all`
+everything (the default). Prints HuBMAP-like test Dice (the sample test
 split: H&E/PAS at the real HuBMAP pixel sizes) and HPA OOF Dice, overall and per organ, with
 the difference to the baseline measured in the same set of experiments.
 
@@ -18,7 +19,7 @@ import sys
 
 from experiments import dvc, finished_experiments
 
-PRESETS = ("none", "copies", "normalize", "scale", "all")
+PRESETS = ("none", "copies", "normalize", "resample", "scale", "all")
 ORGANS = ("kidney", "prostate", "largeintestine", "spleen", "lung")
 
 
@@ -34,13 +35,15 @@ def preset_of(params: dict) -> str | None:
         params.get("stain", {}).get("normalize", {}).get("method", "none") != "none",
         params.get("inference", {}).get("scale_handling", True),
         aug.get("hed", 0) > 0,
+        aug.get("rotate_scale", 0) > 0 or aug.get("thickness", 0) > 0,
     )
     return {
-        (False, False, False, False): "none",
-        (True, False, False, False): "copies",
-        (False, True, False, False): "normalize",
-        (False, False, True, False): "scale",
-        (True, False, True, True): "all",
+        (False, False, False, False, False): "none",
+        (True, False, False, False, False): "copies",
+        (False, True, False, False, False): "normalize",
+        (False, False, True, False, False): "resample",
+        (False, False, True, False, True): "scale",
+        (True, False, True, True, True): "all",
     }.get(key)
 
 

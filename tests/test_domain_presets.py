@@ -5,8 +5,8 @@ scale handling (predictions resampled with an assumed 0.4 µm/px, truth with the
 
 CI runs two presets that between them take every code path the five differ in: `normalize`
 (scale handling off, the normalize stage on) and `all` (scale handling on, stain copies, the full
-augmentation recipe); `none`, `copies` and `scale` each switch on a subset of those paths. Set
-FTUSEG_ALL_PRESETS=1 to run all five (≈50 s each on 2 cores).
+augmentation recipe); `none`, `copies`, `resample` and `scale` each switch on a subset of those
+paths. Set FTUSEG_ALL_PRESETS=1 to run all six (≈50 s each on 2 cores).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ftuseg.prepare import read_index
 
 pytestmark = pytest.mark.e2e
 
-ALL_PRESETS = ("none", "copies", "normalize", "scale", "all")
+ALL_PRESETS = ("none", "copies", "normalize", "resample", "scale", "all")
 PRESETS = ALL_PRESETS if os.environ.get("FTUSEG_ALL_PRESETS") == "1" else ("normalize", "all")
 PIXEL_SIZE = 0.62  # µm/px of the training images: not the HPA 0.4
 
