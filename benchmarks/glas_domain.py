@@ -54,6 +54,7 @@ class Method:
     stain: str  # "hpa": trained on the rendered images; "he": the same-stain reference
     overrides: tuple[str, ...]
     about: str
+    target: bool = False  # reads fold<f>/target (unlabeled H&E) as data.unlabeled_dir
 
 
 METHODS = {
@@ -68,6 +69,13 @@ METHODS = {
             "hpa",
             ("domain=all", "stain.augment.method=recolour"),
             "default recipe with the copies recoloured into H&E / PAS",
+        ),  # fmt: skip
+        Method(
+            "dann",
+            "hpa",
+            ("domain=all", "train.domain_weight=0.3"),
+            "default recipe + domain-adversarial loss on unlabeled H&E",
+            target=True,
         ),  # fmt: skip
         Method("reference", "he", ("domain=all",), "same stain: trained on the real H&E"),
     )
@@ -103,13 +111,26 @@ def write_dataset(
     tmp.rename(out)
 
 
+def write_unlabeled(out: Path, rows: pd.DataFrame, images: dict[str, np.ndarray]) -> None:
+    """test.csv + test_images/ without labels: what `data.unlabeled_dir` reads."""
+    tmp = out.with_name(out.name + ".tmp")
+    (tmp / "test_images").mkdir(parents=True, exist_ok=True)
+    for i, img in images.items():
+        tifffile.imwrite(tmp / "test_images" / f"{i}.tiff", img)
+    cols = ["id", "organ", "data_source", "img_height", "img_width", "pixel_size",
+            "tissue_thickness"]  # fmt: skip
+    rows.assign(data_source="Hubmap")[cols].to_csv(tmp / "test.csv", index=False)
+    tmp.rename(out)
+
+
 def render(work: Path, difficulty: str) -> None:
     """The 2 × 3 datasets of one difficulty (skipped where they exist)."""
     table = pd.read_csv(GLAS / "train.csv", dtype={"id": str})
     fold = folds_of(table["id"].tolist())
     table["fold"] = table["id"].map(fold)
     base = work / difficulty
-    if all((base / f"fold{f}" / s).is_dir() for f in range(FOLDS) for s in ("hpa", "he")):
+    kinds = ("hpa", "he", "target")
+    if all((base / f"fold{f}" / s).is_dir() for f in range(FOLDS) for s in kinds):
         return
     real, hpa, degraded, patterns = {}, {}, {}, {}
     for row in table.itertuples():
@@ -129,6 +150,11 @@ def render(work: Path, difficulty: str) -> None:
             if not out.is_dir():
                 write_dataset(out, train[cols], test[cols], {i: images[i] for i in train["id"]},
                               tests, "HPA" if stain == "hpa" else "GlaS")  # fmt: skip
+        target = base / f"fold{f}" / "target"
+        if not target.is_dir():
+            # Unlabeled target-domain images for domain adaptation: the training folds' H&E as
+            # the test side sees them (degraded in hard mode), never the held-out images.
+            write_unlabeled(target, train[cols], {i: degraded[i] for i in train["id"]})
     counts = pd.Series(patterns).value_counts().to_dict()
     (base / "patterns.json").write_text(json.dumps({"patterns": patterns, "counts": counts}))
     print(f"{difficulty}: rendered {len(table)} images, antibody patterns {counts}")
@@ -160,6 +186,10 @@ def run_missing(work: Path, difficulty: str, methods: list[str], folds: list[int
         method = METHODS[m]
         data = (work / difficulty / f"fold{f}" / method.stain).resolve()
         sets = [*COMMON, *method.overrides, f"data.raw_dir={data}", f"train.seed={2022 + f}"]
+        if method.target:
+            sets.append(
+                f"data.unlabeled_dir={(work / difficulty / f'fold{f}' / 'target').resolve()}"
+            )
         args = [a for s in sets for a in ("-S", s)]
         started = time.perf_counter()
         print(f"[{k}/{len(todo)}] {name} ...", flush=True)
