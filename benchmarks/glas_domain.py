@@ -171,9 +171,15 @@ def experiments() -> dict[str, str]:
     for rev in shown:
         for exp in [e for g in rev.get("experiments") or [] for e in g.get("revs", [])]:
             name = exp.get("name")
-            if name and name.startswith("glas-") and exp.get("rev"):
+            if name and name.startswith("glas-") and exp.get("rev") and finished(exp["rev"]):
                 found.setdefault(name, exp["rev"])
     return found
+
+
+def finished(rev: str) -> bool:
+    """A running experiment is listed too, with a commit that holds no results yet."""
+    probe = ["git", "cat-file", "-e", f"{rev}:metrics/test_per_image.csv"]
+    return subprocess.run(probe, cwd=ROOT, capture_output=True).returncode == 0
 
 
 def run_missing(work: Path, difficulty: str, methods: list[str], folds: list[int]) -> list[str]:
