@@ -242,6 +242,9 @@ def report(difficulty: str, methods: list[str]) -> dict:
         folds[m] = [round(float(t["dice"].mean()), 4) for t in test]
     if "reference" not in tests:
         sys.exit(f"{difficulty}: the same-stain reference has not finished yet")
+    missing = [m for m in methods if m not in tests]
+    if missing:
+        print(f"{difficulty}: not all folds finished for {missing} (left out of the table)")
     ref = tests["reference"]
     rows = {}
     for m, cross in tests.items():
@@ -287,6 +290,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--report", action="store_true", help="only report finished runs")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--md", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args()
     if not GLAS.is_dir():
         sys.exit(f"{GLAS} not found: this benchmark needs the GlaS images beside the checkout")
@@ -294,7 +298,10 @@ def main() -> None:
         render(args.work, args.difficulty)
         run_missing(args.work, args.difficulty, args.methods, list(range(FOLDS)))
     rows = report(args.difficulty, args.methods)
-    print(table(args.difficulty, rows))
+    text = table(args.difficulty, rows)
+    print(text)
+    if args.md:
+        args.md.write_text(text)
     if args.json:
         args.json.write_text(json.dumps({args.difficulty: rows}, indent=2) + "\n")
 
