@@ -217,7 +217,9 @@ class TargetCrops(Dataset):
         image = self._maps.get(path)
         if image is None:
             image = self._maps[path] = np.load(path, mmap_mode="r", allow_pickle=False)
-        blank = np.zeros(image.shape[:2], np.uint8)  # no mask: only the crop's geometry
+        # No mask: a zero-stride stand-in gives random_crop the geometry without allocating
+        # an image-sized array per crop.
+        blank = np.broadcast_to(np.zeros(1, np.uint8), image.shape[:2])
         crop, _ = random_crop(image, blank, self.crop_size, rng, 0.0, np.empty(0, np.int64))
         crop, _ = random_dihedral(np.ascontiguousarray(crop), blank[:1, :1], rng)
         return {"image": torch.from_numpy(np.ascontiguousarray(crop))}

@@ -43,13 +43,16 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
 # Hematoxylin and DAB optical-density directions (scikit-image's rgb_from_hdx rows 0 and 1).
 HPA_STAINS = _unit_rows(rgb_from_hdx[:2].astype(np.float64))
 
-# -log(level / 255) for the 256 levels, level 0 read as 1 (staintools' convention).
-_OD_LUT = (-np.log(np.maximum(np.arange(256), 1) / 255.0)).astype(np.float32)
+# -log(level / 255) for the 256 levels, level 0 read as 1 (staintools' convention), as the
+# 3-channel table cv2.LUT takes.
+_OD_LUT = np.repeat(
+    (-np.log(np.maximum(np.arange(256), 1) / 255.0)).astype(np.float32)[:, None], 3, axis=1
+).reshape(256, 1, 3)
 
 
 def optical_density(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (H, W, 3) float32 optical density (natural log)."""
-    return cv2.LUT(image, np.repeat(_OD_LUT[:, None], 3, axis=1).reshape(256, 1, 3))
+    return cv2.LUT(image, _OD_LUT)
 
 
 def concentrations(od: np.ndarray, stains: np.ndarray) -> np.ndarray:
