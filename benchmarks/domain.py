@@ -1,95 +1,175 @@
 """Ablation of the HPA → HuBMAP handling on the sample dataset, as `dvc exp` experiments.
 
-One experiment per `domain` preset (conf/domain/), all with the sample U-Net alone
-(`-S model=unet`): `none` (no stain handling, every image treated as 0.4 µm/px, flips only) is
-the baseline; `copies` adds the stain stage's recoloured copies, `normalize` Vahadane
-normalisation to the H&E reference, `resample` the csv pixel sizes alone (resampling to the
-training scale and back), `scale` the same with zoom and thickness augmentation, `all`
-everything (the default). Prints HuBMAP-like test Dice (the sample test
-split: H&E/PAS at the real HuBMAP pixel sizes) and HPA OOF Dice, overall and per organ, with
-the difference to the baseline measured in the same set of experiments.
+One experiment per (variant, seed), all with the sample U-Net alone (`-S model=unet`), named
+``domain-<variant>-s<seed>`` and run one after the other with ``dvc exp run --temp``:
 
-    python benchmarks/domain.py [--train]     # --train queues and runs the missing experiments
+- ``none``: no stain handling, every image treated as 0.4 µm/px, flips only (the baseline);
+- ``copies``: + the staintools stain copies (the image's own stains jittered);
+- ``recolour``: + the copies recoloured into H&E / PAS (``stain.augment.method=recolour``);
+- ``normalize``: + Vahadane normalisation to the H&E reference;
+- ``resample``: + the csv pixel sizes alone; ``scale``: the same with zoom and thickness;
+- ``all``: the default recipe (recoloured copies, full augmentation, physical scale);
+- ``all-staintools``: the previous default (``all`` with the staintools copies).
+
+A seed sets ``train.seed`` and ``stain.augment.seed``. Prints the HuBMAP-like test Dice (the
+sample's 10 H&E/PAS images at the real HuBMAP pixel sizes) as the mean over seeds with a 95 %
+bootstrap interval over images (each image's Dice averaged over the seeds first), the paired
+difference to the baseline, per organ, and the HPA OOF Dice.
+
+    python benchmarks/domain.py --run [--variants all none] [--seeds 2022 2023 2024]
+    python benchmarks/domain.py [--md benchmarks/results/domain.md]   # report finished runs
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import io
+import json
+import subprocess
+import time
 
-from experiments import dvc, finished_experiments
+import numpy as np
+import pandas as pd
+from experiments import ROOT, dvc
 
-PRESETS = ("none", "copies", "normalize", "resample", "scale", "all")
 ORGANS = ("kidney", "prostate", "largeintestine", "spleen", "lung")
+BASELINE = "none"
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "none": ("domain=none",),
+    "copies": ("domain=copies", "stain.augment.method=vahadane"),
+    "recolour": ("domain=copies", "stain.augment.method=recolour"),
+    "normalize": ("domain=normalize",),
+    "resample": ("domain=resample",),
+    "scale": ("domain=scale",),
+    "all": ("domain=all", "stain.augment.method=recolour"),
+    "all-staintools": ("domain=all", "stain.augment.method=vahadane"),
+}
+BOOTSTRAP = 10_000
 
 
-def preset_of(params: dict) -> str | None:
-    """Which domain preset an experiment's params correspond to (compared on the switches)."""
-    if params.get("ensemble", {}).get("models") != ["unet"] or "augment" not in params:
-        return None  # other models, or a version of the pipeline before these switches
-    if params.get("sample", {}).get("field_um") != 480:
-        return None
-    aug, train = params.get("augment", {}), params.get("train", {})
-    key = (
-        train.get("stain_copy_prob", 0) > 0,
-        params.get("stain", {}).get("normalize", {}).get("method", "none") != "none",
-        params.get("inference", {}).get("scale_handling", True),
-        aug.get("hed", 0) > 0,
-        aug.get("rotate_scale", 0) > 0 or aug.get("thickness", 0) > 0,
-    )
-    return {
-        (False, False, False, False, False): "none",
-        (True, False, False, False, False): "copies",
-        (False, True, False, False, False): "normalize",
-        (False, False, True, False, False): "resample",
-        (False, False, True, False, True): "scale",
-        (True, False, True, True, True): "all",
-    }.get(key)
+def exp_name(variant: str, seed: int) -> str:
+    return f"domain-{variant}-s{seed}"
 
 
-def collect() -> dict[str, dict]:
-    found: dict[str, dict] = {}
-    for name, params, metrics in finished_experiments():
-        preset = preset_of(params)
-        test = metrics.get("metrics/test.json", {})
-        oof = metrics.get("metrics/ensemble.json", {}).get("ensemble", {})
-        if preset and test.get("scored") and preset not in found:
-            found[preset] = {"name": name or "workspace", "test": test, "oof": oof}
+def experiments() -> dict[str, str]:
+    """Finished ``domain-*`` experiments: name -> commit (the newest base commit first)."""
+    shown = json.loads(dvc("exp", "show", "--json", "--all-commits", "--no-fetch"))
+    found: dict[str, str] = {}
+    for rev in shown:
+        for exp in [e for g in rev.get("experiments") or [] for e in g.get("revs", [])]:
+            name, sha = exp.get("name"), exp.get("rev")
+            if (
+                name
+                and name.startswith("domain-")
+                and sha
+                and has(sha, "metrics/test_per_image.csv")
+            ):
+                found.setdefault(name, sha)
     return found
+
+
+def has(rev: str, path: str) -> bool:
+    probe = ["git", "cat-file", "-e", f"{rev}:{path}"]
+    return subprocess.run(probe, cwd=ROOT, capture_output=True).returncode == 0
+
+
+def read_at(rev: str, path: str) -> str:
+    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout  # fmt: skip
+
+
+def run_missing(variants: list[str], seeds: list[int]) -> None:
+    """Every missing (variant, seed) run, seed-major so that an interrupted ablation still has
+    every variant at the first seeds."""
+    done = experiments()
+    todo = [(v, s) for s in seeds for v in variants if exp_name(v, s) not in done]
+    for k, (variant, seed) in enumerate(todo, 1):
+        name = exp_name(variant, seed)
+        sets = [
+            "model=unet",
+            *VARIANTS[variant],
+            f"train.seed={seed}",
+            f"stain.augment.seed={seed}",
+        ]
+        started = time.perf_counter()
+        print(f"[{k}/{len(todo)}] {name} ...", flush=True)
+        try:
+            dvc("exp", "run", "--temp", *[a for s in sets for a in ("-S", s)], "-n", name, "submit")
+        except subprocess.CalledProcessError as err:  # report it, go on with the others
+            print(f"[{k}/{len(todo)}] {name} FAILED:\n{(err.stderr or '')[-2000:]}", flush=True)
+            continue
+        print(f"[{k}/{len(todo)}] {name} done in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def interval(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
+    idx = rng.integers(0, len(values), size=(BOOTSTRAP, len(values)))
+    lo, hi = np.percentile(values[idx].mean(axis=1), [2.5, 97.5])
+    return float(values.mean()), float(lo), float(hi)
+
+
+def collect(variants: list[str], seeds: list[int]) -> dict[str, dict]:
+    """Per variant: per-image test Dice averaged over its finished seeds, and the OOF Dice."""
+    done, rows = experiments(), {}
+    for variant in variants:
+        runs = [(s, done[exp_name(variant, s)]) for s in seeds if exp_name(variant, s) in done]
+        if not runs:
+            continue
+        per_image = [pd.read_csv(io.StringIO(read_at(r, "metrics/test_per_image.csv")),
+                                 dtype={"id": str}).set_index("id") for _, r in runs]  # fmt: skip
+        oof = [json.loads(read_at(r, "metrics/ensemble.json"))["ensemble"]["dice"] for _, r in runs]
+        rows[variant] = {
+            "seeds": [s for s, _ in runs],
+            "dice": pd.concat([p["dice"] for p in per_image], axis=1).mean(axis=1),
+            "organ": per_image[0]["organ"],
+            "per_seed": [float(p["dice"].mean()) for p in per_image],
+            "oof": float(np.mean(oof)),
+        }
+    return rows
+
+
+def report(variants: list[str], seeds: list[int]) -> tuple[str, dict]:
+    rows, rng = collect(variants, seeds), np.random.default_rng(0)
+    if BASELINE not in rows:
+        raise SystemExit("no finished baseline (none) run yet: python benchmarks/domain.py --run")
+    base = rows[BASELINE]["dice"]
+    head = "| variant | seeds | test Dice [95 % CI] | Δ none [95 % CI] | per seed | "
+    head += " | ".join(o[:6] for o in ORGANS) + " | HPA OOF |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    summary = {}
+    for variant in variants:
+        if variant not in rows:
+            continue
+        r = rows[variant]
+        dice = r["dice"].loc[base.index].to_numpy()
+        mean, diff = interval(dice, rng), interval(dice - base.to_numpy(), rng)
+        organs = r["dice"].groupby(r["organ"]).mean()
+        summary[variant] = {"test": mean, "delta_none": diff, "per_seed": r["per_seed"],
+                            "per_organ": organs.to_dict(), "oof": r["oof"], "seeds": r["seeds"]}  # fmt: skip
+        lines.append(
+            f"| {variant} | {len(r['seeds'])} | {mean[0]:.3f} [{mean[1]:.3f}, {mean[2]:.3f}] "
+            f"| {diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}] "
+            f"| {' / '.join(f'{d:.3f}' for d in r['per_seed'])} | "
+            + " | ".join(f"{organs.get(o, float('nan')):.3f}" for o in ORGANS)
+            + f" | {r['oof']:.3f} |"
+        )
+    return "\n".join(lines), summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--train", action="store_true", help="run the missing experiments")
+    parser.add_argument("--run", action="store_true", help="run the missing experiments first")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2022, 2023, 2024])
+    parser.add_argument("--json", type=str, help="write the summary here")
     args = parser.parse_args()
-    if args.train:
-        missing = [p for p in PRESETS if p not in collect()]
-        for preset in missing:
-            dvc("exp", "run", "--queue", "-S", "model=unet", "-S", f"domain={preset}",
-                "-n", f"domain-{preset}")  # fmt: skip
-        if missing:
-            dvc("queue", "start", "-j", "1")
-            print(f"queued {missing}; run again without --train when `dvc queue status` is done")
-            return
-    found = collect()
-    if "none" not in found:
-        sys.exit("no baseline (domain=none) experiment yet: run with --train")
-    base = found["none"]["test"]["dice"]
-    cols = "".join(f"{o[:6]:>8}" for o in ORGANS)
-    print("HuBMAP-like test Dice (10 images) and HPA OOF Dice (tuned thresholds), U-Net\n")
-    print(f"{'preset':<10} {'experiment':<18} {'test':>6} {'Δ base':>7}{cols} {'OOF':>6}")
-    for preset in PRESETS:
-        if preset not in found:
-            print(f"{preset:<10} (not run)")
-            continue
-        f = found[preset]
-        per_organ = "".join(f"{f['test'].get(f'dice_{o}', float('nan')):>8.3f}" for o in ORGANS)
-        print(
-            f"{preset:<10} {f['name']:<18} {f['test']['dice']:>6.3f} "
-            f"{f['test']['dice'] - base:>+7.3f}{per_organ} {f['oof'].get('dice', float('nan')):>6.3f}"
-        )
+    if args.run:
+        run_missing(args.variants, args.seeds)
+    table, summary = report(args.variants, args.seeds)
+    print(table)
+    if args.json:
+        (ROOT / args.json).write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":
