@@ -54,17 +54,18 @@ class AugmentConfig:
 
 
 def rotate_scale(image: np.ndarray, mask: np.ndarray, angle: float, zoom: float) -> Pair:
-    """Rotate by ``angle`` degrees and zoom by ``zoom`` about the centre; reflected borders."""
+    """Rotate by ``angle`` degrees and zoom by ``zoom`` about the centre; reflected borders.
+    The mask keeps its dtype (a uint8 mask keeps its ignore value, see :mod:`ftuseg.pseudo`)."""
     h, w = mask.shape
     matrix = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), angle, zoom)
     image = cv2.warpAffine(
         image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
     )
-    mask = cv2.warpAffine(
+    warped = cv2.warpAffine(
         mask.astype(np.uint8), matrix, (w, h), flags=cv2.INTER_NEAREST,
         borderMode=cv2.BORDER_REFLECT_101,
     )  # fmt: skip
-    return image, mask.astype(bool)
+    return image, warped.astype(mask.dtype, copy=False)
 
 
 def cutout(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, frac: tuple) -> Pair:

@@ -39,9 +39,9 @@ def unlabeled_files(unlabeled_dir: str | Path) -> list[Path]:
     ids = pd.read_csv(index_path, dtype={"id": str})["id"].tolist()
     if not ids:
         raise DataError(
-            f"{index_path}: train.domain_weight > 0 but the unlabeled stage wrote no images "
-            "(was it run with domain_weight 0? set data.unlabeled_dir to a folder with test.csv "
-            "and test_images/)"
+            f"{index_path}: train.domain_weight or train.pseudo_start is on but the unlabeled "
+            "stage wrote no images (was it run with both off? set data.unlabeled_dir to a folder "
+            "with test.csv and test_images/)"
         )
     return [unlabeled_path(unlabeled_dir, i) for i in ids]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -16,6 +17,9 @@ from .errors import DataError
 from .organs import ORGANS
 from .prepare import prepared_path, read_index
 from .transforms import random_dihedral
+
+if TYPE_CHECKING:  # the dataset only reads the paths; pseudo imports the inference engine
+    from .pseudo import PseudoImage
 
 DEFAULT_AUGMENT = AugmentConfig()  # dihedral transforms only
 PAD_VALUE = 255  # images are padded with white, as glass looks in brightfield
@@ -72,7 +76,9 @@ class CropDataset(Dataset):
 
     ``images`` (id -> .npy path) replaces the prepared images, e.g. by the stain-normalised ones
     of the normalize stage; ``stain_copies`` (id -> .npy paths of recoloured copies) are drawn
-    instead of the image with probability ``stain_copy_prob``.
+    instead of the image with probability ``stain_copy_prob``. ``pseudo`` images (see
+    :mod:`ftuseg.pseudo`) replace a crop's source with probability ``pseudo_share``; their masks
+    carry :data:`~ftuseg.losses.IGNORE` where the teacher was unsure. Masks are uint8 throughout.
 
     Every array is a read-only memory map opened lazily in the process that reads it (a data
     loader worker, however it was started, never receives pixel data): a crop pages in only its
@@ -98,6 +104,8 @@ class CropDataset(Dataset):
         stain_copies: Mapping[str, Sequence[Path]] | None = None,
         stain_copy_prob: float = 0.0,
         images: Mapping[str, Path] | None = None,
+        pseudo: Sequence[PseudoImage] = (),
+        pseudo_share: float = 0.0,
     ) -> None:
         organ_of = read_index(prepared_dir).set_index("id")["organ"].to_dict()
         unknown = set(organ_oversample or {}) - set(ORGANS)
@@ -111,14 +119,24 @@ class CropDataset(Dataset):
             )
             for i in ids
         ]
+        self.n_labelled = len(self.paths)
+        self.paths += [(p.image, p.label, p.ftu) for p in pseudo]
         for triple in self.paths:
             for path in triple:
                 if not path.is_file():
                     raise DataError(f"{path}: training array missing (re-run its stage)")
         self.copy_paths = [[Path(c) for c in (stain_copies or {}).get(i, [])] for i in ids]
+        self.copy_paths += [[] for _ in pseudo]
         self._maps: dict[Path, np.ndarray] = {}
         self.stain_copy_prob = stain_copy_prob
-        self.organs = [ORGANS.index(organ_of[i]) for i in ids]
+        self.organs = [ORGANS.index(organ_of[i]) for i in ids] + [
+            ORGANS.index(p.organ) for p in pseudo
+        ]
+        if pseudo and not 0.0 < pseudo_share < 1.0:
+            raise ValueError(
+                f"pseudo_share must be in (0, 1) with pseudo images, got {pseudo_share}"
+            )
+        self.pseudo_share = pseudo_share if pseudo else 0.0
         # Which image each sample index crops from; oversampled organs appear more often.
         self.sources: list[int] = []
         for j, image_id in enumerate(ids):
@@ -158,12 +176,14 @@ class CropDataset(Dataset):
             self._map(ftu_path),
         )  # fmt: skip
         # In-memory copies of the crop alone (the maps are read-only and stay untouched).
-        return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+        return np.ascontiguousarray(image), np.ascontiguousarray(mask, dtype=np.uint8)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         rng = np.random.default_rng([self.seed, epoch, index])
         source = self.sources[index]
+        if self.pseudo_share and rng.random() < self.pseudo_share:
+            source = self.n_labelled + int(rng.integers(len(self.paths) - self.n_labelled))
         image, mask = self._draw(source, rng)
         pixel_size = self.um_per_px
         if self.augment is not None:

@@ -3,6 +3,10 @@
 The mask loss is ``bce·BCE + dice·soft Dice + focal·focal``; deep supervision adds the same mask
 loss on every auxiliary decoder-level logit map, scaled by ``aux``; the organ head adds
 cross-entropy (``organ``) and the pixel-size head an MSE on log µm/px (``pixel_size``).
+
+Mask pixels equal to :data:`IGNORE` count in no mask loss (pseudo-labels leave the pixels their
+teacher was unsure of undecided, see :mod:`ftuseg.pseudo`); targets without them give exactly
+the losses of plain 0/1 targets.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss, FocalLoss, SoftBCEWithLogitsLoss
 from torch import nn
+
+IGNORE = 255  # mask value of "no label here"
 
 
 @dataclass(frozen=True)
@@ -35,9 +41,9 @@ class SegmentationLoss(nn.Module):
     def __init__(self, weights: LossWeights | None = None) -> None:
         super().__init__()
         self.w = weights or LossWeights()
-        self.bce = SoftBCEWithLogitsLoss()
-        self.dice = DiceLoss(mode="binary", from_logits=True)
-        self.focal = FocalLoss(mode="binary")
+        self.bce = SoftBCEWithLogitsLoss(ignore_index=IGNORE)
+        self.dice = DiceLoss(mode="binary", from_logits=True, ignore_index=IGNORE)
+        self.focal = FocalLoss(mode="binary", ignore_index=IGNORE)
 
     def mask_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = logits.new_zeros(())

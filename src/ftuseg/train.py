@@ -10,7 +10,9 @@ import contextlib
 import itertools
 import logging
 import math
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from .losses import LossWeights, SegmentationLoss
 from .models import Segmenter, build_model
 from .prepare import ARRAYS, prepared_path, read_index
 from .prepare import INDEX_NAME as PREPARED_INDEX
+from .pseudo import PseudoImage, label_stats, read_pseudo_labels, write_pseudo_labels
 from .resume import (
     TrainingState,
     fingerprint,
@@ -82,6 +85,11 @@ class TrainConfig:
     # Domain-adversarial training on unlabeled target images (0 = off; see ftuseg.dann).
     domain_weight: float = 0.0
     domain_gamma: float = 10.0  # DANN schedule: reversal scale 2 / (1 + exp(-γ p)) - 1
+    # Self-training on unlabeled target images (0 = off; see ftuseg.pseudo): from this epoch on,
+    # a share of the crops comes from the model's own confident pseudo-labels.
+    pseudo_start: int = 0
+    pseudo_share: float = 0.3  # share of each epoch's crops drawn from pseudo-labelled images
+    pseudo_confidence: float = 0.9  # FTU where p >= this, background where p <= 1 - this
     patience: int = 0  # epochs without improvement before stopping; 0 = never stop early
     # Cap on optimiser updates over the whole run (0: none): a rehearsal at real sizes on a
     # slow machine runs every code path with a few steps; the epoch it falls in is the last.
@@ -100,6 +108,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.domain_weight < 0:
             raise ValueError(f"train.domain_weight must be >= 0, got {self.domain_weight}")
+        if not 0 <= self.pseudo_start < max(self.epochs, 1):
+            raise ValueError(
+                f"train.pseudo_start must be in [0, epochs = {self.epochs}), got {self.pseudo_start}"
+            )
+        if self.pseudo_start and not 0.0 < self.pseudo_share < 1.0:
+            raise ValueError(f"train.pseudo_share must be in (0, 1), got {self.pseudo_share}")
+        if self.pseudo_start and not 0.5 < self.pseudo_confidence <= 1.0:
+            raise ValueError(
+                f"train.pseudo_confidence must be in (0.5, 1], got {self.pseudo_confidence}"
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"train.precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}"
@@ -159,7 +177,7 @@ class TrainData:
     um_per_px: float  # the training scale (prepare.um_per_px)
     stain: Path | None = None  # the stain stage's output (stain copies)
     normalized: Path | None = None  # the normalize stage's output (with stain.normalize on)
-    unlabeled: Path | None = None  # the unlabeled stage's output (with train.domain_weight > 0)
+    unlabeled: Path | None = None  # the unlabeled stage's output (domain_weight or pseudo_start)
 
 
 @dataclass(frozen=True)
@@ -242,7 +260,7 @@ def input_files(
     inputs = [data.prepared / PREPARED_INDEX, data.train_csv]
     inputs += [prepared_path(data.prepared, i, a) for i in ids for a in ARRAYS]
     inputs += [*files[0].values(), *(c for cs in files[1].values() for c in cs)]
-    if cfg.domain_weight > 0 and data.unlabeled is not None:
+    if (cfg.domain_weight > 0 or cfg.pseudo_start) and data.unlabeled is not None:
         inputs += unlabeled_files(data.unlabeled)
     return sorted(set(inputs))
 
@@ -255,6 +273,7 @@ def build_loader(
     augment: AugmentConfig,
     seed: int,
     runtime: Runtime,
+    pseudo: Sequence[PseudoImage] = (),
 ) -> tuple[DataLoader, EpochBatches]:
     dataset = CropDataset(
         data.prepared,
@@ -269,6 +288,8 @@ def build_loader(
         stain_copies=files[1],
         stain_copy_prob=cfg.stain_copy_prob,
         images=files[0],
+        pseudo=pseudo,
+        pseudo_share=cfg.pseudo_share,
     )
     # The same global batches whatever the number of processes; each rank takes its slice.
     batches = GlobalBatchSampler(
@@ -492,6 +513,11 @@ def train_fold(
         data.prepared, data.train_csv, val_ids, data.um_per_px, cfg.crop_size, inference,
         train_pixel_sizes, files[0],
     )  # fmt: skip
+    if cfg.pseudo_start and normalize.method != "none":
+        raise DataError(
+            "train.pseudo_start > 0 with stain.normalize on: the unlabeled images are not "
+            "normalised, so the teacher would label other colours than it was trained on"
+        )
     if cfg.domain_weight > 0:  # recorded in the checkpoint: its weights include the head
         model_cfg = {**model_cfg, "domain_head": True}
     model, net = prepare_model(model_cfg, cfg, runtime)
@@ -556,7 +582,16 @@ def train_fold(
         if main
         else _NoLive() as live,
         progress_bar(model_name, fold, main) as progress,
+        contextlib.ExitStack() as scratch,
     ):
+        # Pseudo-labels live with the resumable state (a resumed run reuses them), else in a
+        # temporary folder for the run's duration.
+        labels_dir = (
+            dirs.state / f"pseudo-{run_id[:16]}"
+            if dirs.state
+            else Path(scratch.enter_context(tempfile.TemporaryDirectory())) / "pseudo"
+        )
+        pseudo_stats: dict[str, float] | None = None
         live.log_params({"model": model_name, "fold": fold, **asdict(cfg)})
         for logged in state.history:  # replay the epochs a killed run already logged
             for name, value in logged.items():
@@ -567,6 +602,12 @@ def train_fold(
             epoch=state.epoch, loss=math.nan, dice=math.nan,
         )  # fmt: skip
         for epoch in range(state.epoch, cfg.epochs):
+            if cfg.pseudo_start and epoch >= cfg.pseudo_start and pseudo_stats is None:
+                # The teacher: this fold's weights as they stand now (see ftuseg.pseudo).
+                loader, sampler, pseudo_stats = pseudo_loader(
+                    model, data, (train_ids, val_ids), files, cfg, augment, seed, runtime,
+                    inference, labels_dir, generate=resumed_from <= cfg.pseudo_start,
+                )  # fmt: skip
             model.train()
             sampler.set_epoch(epoch)  # the data order and every crop depend on the epoch alone
             if domain is not None:
@@ -600,6 +641,7 @@ def train_fold(
             "best_val_dice": round(state.best_val_dice, 5),
             "best_epoch": state.best_epoch,
             "epochs_run": state.epoch,
+            **{k.replace("/", "_"): round(v, 5) for k, v in (pseudo_stats or {}).items()},
         }
         for key, value in summary.items():
             live.summary[key] = value
@@ -612,6 +654,37 @@ def train_fold(
         "resumed_from_epoch": resumed_from,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def pseudo_loader(
+    model: Segmenter,
+    data: TrainData,
+    split: tuple[list[str], list[str]],
+    files: tuple[dict[str, Path], dict[str, list[Path]]],
+    cfg: TrainConfig,
+    augment: AugmentConfig,
+    seed: int,
+    runtime: Runtime,
+    inference: InferenceConfig,
+    labels_dir: Path,
+    generate: bool,
+) -> tuple[DataLoader, EpochBatches, dict[str, float]]:
+    """The loader of the self-training epochs: the fold's labelled crops, a ``pseudo_share`` of
+    them replaced by crops of pseudo-labelled unlabeled images (same epoch length, so the
+    learning-rate schedule is unchanged). ``generate``: label now with ``model`` (else reuse the
+    labels of the interrupted run this one resumes)."""
+    if data.unlabeled is None:
+        raise DataError("train.pseudo_start > 0 but no unlabeled stage output was given")
+    train_ids, val_ids = split
+    if generate and runtime.info.is_main:
+        write_pseudo_labels(
+            model, data.unlabeled, labels_dir, [*train_ids, *val_ids], data.um_per_px,
+            cfg.crop_size, inference, cfg.pseudo_confidence,
+        )  # fmt: skip
+    barrier(runtime.info)
+    pseudo = read_pseudo_labels(labels_dir, data.unlabeled)
+    loader, sampler = build_loader(data, train_ids, files, cfg, augment, seed, runtime, pseudo)
+    return loader, sampler, label_stats(labels_dir)
 
 
 def resume_run(
