@@ -9,6 +9,7 @@ import typer
 from . import kaggle as kaggle_lib
 from .config import set_default_profile, write_params
 from .data import image_path, read_image, read_metadata
+from .errors import DataError
 from .stage import stage_main
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
@@ -84,6 +85,88 @@ def kaggle_push(
 ) -> None:
     """Version (or create) the model dataset, then push the kernel."""
     kaggle_lib.push(kernel_dir, message, dry_run=dry_run, create=create)
+
+
+@app.command("import")
+@stage_main
+def import_data(
+    fmt: str = typer.Argument(..., help="masks | polygons | geojson"),
+    images: Path = typer.Argument(..., help="folder of images (TIFF, PNG, JPEG, BMP)"),
+    annotations: Path = typer.Argument(..., help="folder of annotations, one per image stem"),
+    out: Path = typer.Option(..., "--out", help="new folder in the competition layout"),
+    organ: str | None = typer.Option(None, help="organ of every image (or per image: --meta)"),
+    pixel_size: float | None = typer.Option(None, help="µm/px of every image"),
+    thickness: float | None = typer.Option(None, help="section thickness (µm) of every image"),
+    data_source: str = typer.Option("Import", help="data_source column"),
+    meta: Path | None = typer.Option(
+        None, help="CSV: id + organ/pixel_size/tissue_thickness/data_source"
+    ),
+    suffix: str = typer.Option("", help="annotation stem = image stem + this (e.g. _anno)"),
+    class_name: str | None = typer.Option(
+        None, "--class", help="geojson: keep this QuPath class only"
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
+) -> None:
+    """Convert annotated images (masks, polygon JSON or QuPath GeoJSON) into train.csv (RLE)
+    and train_images/, validated by the data contract; nothing is written on error."""
+    from .importer import ImportDefaults, import_dataset
+
+    defaults = ImportDefaults(organ, pixel_size, thickness, data_source)
+    table = import_dataset(
+        fmt, images, annotations, out, defaults, meta, suffix, class_name, overwrite
+    )
+    organs = ", ".join(f"{o} {n}" for o, n in table["organ"].value_counts().items())
+    typer.echo(f"{out}: {len(table)} images imported ({organs})")
+
+
+@app.command()
+@stage_main
+def predict(
+    images: list[Path] = typer.Argument(
+        ..., help="images or whole slides (TIFF/OME-TIFF, PNG, JPEG)"
+    ),
+    organ: str = typer.Option(..., help="the slides' organ (picks its threshold)"),
+    out: Path = typer.Option(Path("predictions"), help="output folder"),
+    pixel_size: float | None = typer.Option(None, help="µm/px; default: the file's metadata"),
+    bundle: Path | None = typer.Option(None, help="a kernel model bundle (ftuseg-bundle.json)"),
+    models: Path = typer.Option(Path("models"), help="a pipeline's models/ (without --bundle)"),
+    ensemble: Path = typer.Option(Path("data/ensemble.yaml"), help="its ensemble config"),
+    params: Path = typer.Option(Path("params.yaml"), help="its inference settings (if present)"),
+    chunk: int = typer.Option(4096, help="slide pixels per chunk side (multiple of 512)"),
+    tissue: bool = typer.Option(True, "--tissue/--no-tissue", help="skip chunks without tissue"),
+    rle_out: bool | None = typer.Option(
+        None, "--rle/--no-rle", help="also an RLE csv (default: images up to 100 MP)"
+    ),
+) -> None:
+    """Predict FTUs on any image or whole slide with a trained ensemble: a pyramidal TIFF mask,
+    GeoJSON polygons (QuPath), an overlay thumbnail and a JSON summary per image."""
+    from .inference import InferenceConfig
+    from .organs import ORGANS
+    from .slide import load_ensemble, predict_slide
+    from .stage import load_params, make_config
+
+    if organ not in ORGANS:
+        raise DataError(f"--organ {organ!r}: not one of {', '.join(ORGANS)}")
+    if bundle is not None:
+        from .kernel import load_bundle
+
+        predictor, config, _ = load_bundle(bundle)
+    else:
+        inference = (
+            make_config(InferenceConfig, load_params(params), "inference")
+            if params.is_file()
+            else InferenceConfig()
+        )
+        predictor, config = load_ensemble(models, ensemble, inference)
+    for image in images:
+        result = predict_slide(
+            image, predictor, config, organ, out, pixel_size, chunk, tissue, rle_out
+        )
+        s = result.summary()
+        typer.echo(
+            f"{image}: {s['megapixels']} MP in {s['seconds']} s, {s['chunks_skipped_no_tissue']}/"
+            f"{s['chunks']} chunks without tissue, {s['ftu_polygons']} FTUs -> {out}"
+        )
 
 
 if __name__ == "__main__":
