@@ -148,9 +148,17 @@ def mask_to_polygons(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list
                 holes.append(contours[child][:, 0] + (dx, dy))
             child = hierarchy[child][0]
         poly = Polygon(contour[:, 0] + (dx, dy), holes)
-        if poly.area > 0:
-            polygons.append(poly)
+        if not poly.is_valid:  # pixel contours can touch themselves (a one-pixel neck)
+            poly = shapely.make_valid(poly)
+        polygons += [p for p in _parts(poly) if p.area > 0]
     return polygons
+
+
+def _parts(geom: Any) -> list[Polygon]:
+    """The polygons of a geometry (a make_valid result can be a collection)."""
+    if isinstance(geom, Polygon):
+        return [geom]
+    return [p for g in getattr(geom, "geoms", []) for p in _parts(g)]
 
 
 def feature_collection(

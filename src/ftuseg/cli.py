@@ -137,6 +137,9 @@ def predict(
     rle_out: bool | None = typer.Option(
         None, "--rle/--no-rle", help="also an RLE csv (default: images up to 100 MP)"
     ),
+    probability: bool = typer.Option(
+        False, "--probability", help="also the probability (255 = 1) as a pyramidal TIFF"
+    ),
 ) -> None:
     """Predict FTUs on any image or whole slide with a trained ensemble: a pyramidal TIFF mask,
     GeoJSON polygons (QuPath), an overlay thumbnail and a JSON summary per image."""
@@ -160,8 +163,9 @@ def predict(
         predictor, config = load_ensemble(models, ensemble, inference)
     for image in images:
         result = predict_slide(
-            image, predictor, config, organ, out, pixel_size, chunk, tissue, rle_out
-        )
+            image, predictor, config, organ, out, pixel_size, chunk, tissue, rle_out, True,
+            probability,
+        )  # fmt: skip
         s = result.summary()
         typer.echo(
             f"{image}: {s['megapixels']} MP in {s['seconds']} s, {s['chunks_skipped_no_tissue']}/"
