@@ -77,6 +77,13 @@ METHODS = {
             "default recipe + domain-adversarial loss on unlabeled H&E",
             target=True,
         ),  # fmt: skip
+        Method(
+            "pseudo",
+            "hpa",
+            ("domain=all", "stain.augment.method=recolour", "train.pseudo_start=5"),
+            "recolour + pseudo-labels on unlabeled H&E from epoch 5 of 10",
+            target=True,
+        ),  # fmt: skip
         Method("reference", "he", ("domain=all",), "same stain: trained on the real H&E"),
     )
 }

@@ -180,3 +180,27 @@ def test_peak_memory_does_not_grow_with_the_slide(ensemble, tmp_path):
     assert small["chunks_skipped_no_tissue"] < small["chunks"]
     assert 0 < big["chunks_skipped_no_tissue"] < big["chunks"]
     assert big["peak_mb"] - small["peak_mb"] < 50, runs
+
+
+def test_cli_predicts_with_a_pipelines_models_and_ensemble(ensemble, tmp_path):
+    root, _, config, image, _ = ensemble
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ftuseg.cli import app
+
+    shutil.copytree(root / "ckpt", tmp_path / "models/m/fold0")
+    config.save(tmp_path / "ensemble.yaml")
+    cv2.imwrite(str(tmp_path / "x.png"), cv2.cvtColor(image[:600, :600], cv2.COLOR_RGB2BGR))
+    args = ["predict", str(tmp_path / "x.png"), "--organ", ORGAN, "--out", str(tmp_path / "o"),
+            "--models", str(tmp_path / "models"), "--ensemble", str(tmp_path / "ensemble.yaml"),
+            "--params", str(tmp_path / "none.yaml")]  # fmt: skip
+    missing = CliRunner().invoke(app, args)
+    assert missing.exit_code != 0 and "no pixel size" in missing.output
+    done = CliRunner().invoke(app, [*args, "--pixel-size", str(PX)])
+    assert done.exit_code == 0, done.output
+    summary = json.loads((tmp_path / "o/x.json").read_text())
+    assert summary["height"] == 600 and (tmp_path / "o/x.csv").is_file()
+    bad = CliRunner().invoke(app, [*args, "--pixel-size", "0.4", "--organ", "liver"])
+    assert bad.exit_code != 0 and "liver" in bad.output
