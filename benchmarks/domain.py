@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from experiments import ROOT, dvc
+from experiments import ROOT, dvc, finished_run
 
 ORGANS = ("kidney", "prostate", "largeintestine", "spleen", "lung")
 BASELINE = "none"
@@ -58,19 +58,9 @@ def experiments() -> dict[str, str]:
     for rev in shown:
         for exp in [e for g in rev.get("experiments") or [] for e in g.get("revs", [])]:
             name, sha = exp.get("name"), exp.get("rev")
-            if (
-                name
-                and name.startswith("domain-")
-                and sha
-                and has(sha, "metrics/test_per_image.csv")
-            ):
+            if name and name.startswith("domain-") and sha and finished_run(sha):
                 found.setdefault(name, sha)
     return found
-
-
-def has(rev: str, path: str) -> bool:
-    probe = ["git", "cat-file", "-e", f"{rev}:{path}"]
-    return subprocess.run(probe, cwd=ROOT, capture_output=True).returncode == 0
 
 
 def read_at(rev: str, path: str) -> str:

@@ -39,3 +39,11 @@ def finished_experiments() -> Iterator[tuple[str | None, dict, dict]]:
             params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
             metrics = {k: v.get("data", {}) for k, v in (data.get("metrics") or {}).items()}
             yield exp.get("name"), params, metrics
+
+
+def finished_run(rev: str) -> bool:
+    """Whether experiment commit ``rev`` holds results: a running (or killed) experiment already
+    has a commit, holding its params and the base commit's metrics, but its dvc.lock is the
+    base's; a finished one recorded its stages in dvc.lock."""
+    probe = ["git", "diff", "--quiet", f"{rev}^1", rev, "--", "dvc.lock"]
+    return subprocess.run(probe, cwd=ROOT, capture_output=True).returncode == 1

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tifffile
-from experiments import ROOT, dvc
+from experiments import ROOT, dvc, finished_run
 from glas_render import DIFFICULTIES, degrade_he, draw_pattern, render_hpa
 
 from ftuseg import rle
@@ -61,20 +61,30 @@ METHODS = {
     m.name: m
     for m in (
         Method("none", "hpa", ("domain=none",), "flips only, no stain handling"),
-        Method("copies", "hpa", ("domain=copies",), "staintools Vahadane copies (own stains)"),
+        Method(
+            "copies",
+            "hpa",
+            ("domain=copies", "stain.augment.method=vahadane"),
+            "staintools Vahadane copies (own stains)",
+        ),  # fmt: skip
         Method("normalize", "hpa", ("domain=normalize",), "Vahadane normalisation to the H&E ref"),
-        Method("all", "hpa", ("domain=all",), "the current default: copies + full recipe"),
+        Method(
+            "all",
+            "hpa",
+            ("domain=all", "stain.augment.method=vahadane"),
+            "the previous default: staintools copies + full recipe",
+        ),  # fmt: skip
         Method(
             "recolour",
             "hpa",
             ("domain=all", "stain.augment.method=recolour"),
-            "default recipe with the copies recoloured into H&E / PAS",
+            "the default: full recipe, copies recoloured into H&E / PAS",
         ),  # fmt: skip
         Method(
             "dann",
             "hpa",
-            ("domain=all", "train.domain_weight=0.3"),
-            "default recipe + domain-adversarial loss on unlabeled H&E",
+            ("domain=all", "stain.augment.method=vahadane", "train.domain_weight=0.3"),
+            "previous default + domain-adversarial loss on unlabeled H&E",
             target=True,
         ),  # fmt: skip
         Method(
@@ -84,7 +94,12 @@ METHODS = {
             "recolour + pseudo-labels on unlabeled H&E from epoch 5 of 10",
             target=True,
         ),  # fmt: skip
-        Method("reference", "he", ("domain=all",), "same stain: trained on the real H&E"),
+        Method(
+            "reference",
+            "he",
+            ("domain=all", "stain.augment.method=vahadane"),
+            "same stain: trained on the real H&E (previous default recipe)",
+        ),  # fmt: skip
     )
 }
 # What every run shares: the U-Net alone (sample size, from scratch), at a scale where glands
@@ -178,15 +193,9 @@ def experiments() -> dict[str, str]:
     for rev in shown:
         for exp in [e for g in rev.get("experiments") or [] for e in g.get("revs", [])]:
             name = exp.get("name")
-            if name and name.startswith("glas-") and exp.get("rev") and finished(exp["rev"]):
+            if name and name.startswith("glas-") and exp.get("rev") and finished_run(exp["rev"]):
                 found.setdefault(name, exp["rev"])
     return found
-
-
-def finished(rev: str) -> bool:
-    """A running experiment is listed too, with a commit that holds no results yet."""
-    probe = ["git", "cat-file", "-e", f"{rev}:metrics/test_per_image.csv"]
-    return subprocess.run(probe, cwd=ROOT, capture_output=True).returncode == 0
 
 
 def run_missing(work: Path, difficulty: str, methods: list[str], folds: list[int]) -> list[str]:
