@@ -12,7 +12,6 @@ import torch
 
 from ftuseg.augment import AugmentConfig, augment
 from ftuseg.datasets import CropDataset
-from ftuseg.errors import DataError
 from ftuseg.losses import IGNORE, LossWeights, SegmentationLoss
 from ftuseg.prepare import PrepareConfig, prepare, prepare_unlabeled, read_index
 from ftuseg.pseudo import PseudoImage, pseudo_label, unlabeled_index
@@ -144,9 +143,10 @@ def test_a_folds_pseudo_labels_never_see_its_validation_masks(prepared, tmp_path
     ).read_bytes()
 
 
-def test_an_unlabeled_image_that_is_labelled_is_refused(prepared):
+def test_unlabeled_images_sharing_ids_with_labelled_ones_are_named(prepared, caplog):
     ids = pd.read_csv(prepared / "unl/index.csv", dtype={"id": str})["id"].tolist()
-    with pytest.raises(DataError, match="also labelled"):
-        unlabeled_index(prepared / "unl", ["x", ids[1]])
+    with caplog.at_level("WARNING"):
+        assert len(unlabeled_index(prepared / "unl", ["x", ids[1]])) == len(ids)
+    assert f"1 unlabeled image(s) share an id with labelled images ({ids[1]}" in caplog.text
     with pytest.raises(ValueError, match="pseudo_start"):
         replace(CFG, pseudo_start=2)
