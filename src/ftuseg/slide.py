@@ -279,10 +279,14 @@ MIN_TISSUE = (
 
 
 def has_tissue(tissue: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> bool:
+    """Whether the thumbnail pixels whose centres fall in the chunk hold tissue. (Counting every
+    thumbnail pixel the chunk touches would flag a tissue chunk's neighbours too: measured on a
+    40960² slide, 25 chunks predicted for 11 with tissue.)"""
     y0, x0, h, w = box
     fy, fx = tissue.shape[0] / shape[0], tissue.shape[1] / shape[1]
-    ty0, tx0 = int(y0 * fy), int(x0 * fx)
-    ty1, tx1 = max(ty0 + 1, math.ceil((y0 + h) * fy)), max(tx0 + 1, math.ceil((x0 + w) * fx))
+    ty0, tx0 = math.ceil(y0 * fy - 0.5), math.ceil(x0 * fx - 0.5)
+    ty1 = max(ty0 + 1, math.ceil((y0 + h) * fy - 0.5))
+    tx1 = max(tx0 + 1, math.ceil((x0 + w) * fx - 0.5))
     return bool(tissue[ty0:ty1, tx0:tx1].mean() > MIN_TISSUE)
 
 
