@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from experiments import ROOT, dvc, finished_run
+from experiments import ROOT, dvc, named_runs
 
 ORGANS = ("kidney", "prostate", "largeintestine", "spleen", "lung")
 BASELINE = "none"
@@ -52,15 +52,8 @@ def exp_name(variant: str, seed: int) -> str:
 
 
 def experiments() -> dict[str, str]:
-    """Finished ``domain-*`` experiments: name -> commit (the newest base commit first)."""
-    shown = json.loads(dvc("exp", "show", "--json", "--all-commits", "--no-fetch"))
-    found: dict[str, str] = {}
-    for rev in shown:
-        for exp in [e for g in rev.get("experiments") or [] for e in g.get("revs", [])]:
-            name, sha = exp.get("name"), exp.get("rev")
-            if name and name.startswith("domain-") and sha and finished_run(sha):
-                found.setdefault(name, sha)
-    return found
+    """Finished ``domain-*`` experiments: name -> commit."""
+    return named_runs("domain-")
 
 
 def read_at(rev: str, path: str) -> str:

@@ -47,3 +47,16 @@ def finished_run(rev: str) -> bool:
     base's; a finished one recorded its stages in dvc.lock."""
     probe = ["git", "diff", "--quiet", f"{rev}^1", rev, "--", "dvc.lock"]
     return subprocess.run(probe, cwd=ROOT, capture_output=True).returncode == 1
+
+
+def named_runs(prefix: str) -> dict[str, str]:
+    """Finished experiments whose name starts with ``prefix``: name -> commit (the newest base
+    commit first)."""
+    shown = json.loads(dvc("exp", "show", "--json", "--all-commits", "--no-fetch"))
+    found: dict[str, str] = {}
+    for rev in shown:
+        for exp in [e for g in rev.get("experiments") or [] for e in g.get("revs", [])]:
+            name, sha = exp.get("name"), exp.get("rev")
+            if name and name.startswith(prefix) and sha and finished_run(sha):
+                found.setdefault(name, sha)
+    return found

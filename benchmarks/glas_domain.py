@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tifffile
-from experiments import ROOT, dvc, finished_run
+from experiments import ROOT, dvc, named_runs
 from glas_render import DIFFICULTIES, degrade_he, draw_pattern, render_hpa
 
 from ftuseg import rle
@@ -188,14 +188,7 @@ def exp_name(difficulty: str, method: str, fold: int) -> str:
 
 def experiments() -> dict[str, str]:
     """Finished experiments: name -> commit."""
-    shown = json.loads(dvc("exp", "show", "--json", "--all-commits", "--no-fetch"))
-    found: dict[str, str] = {}
-    for rev in shown:
-        for exp in [e for g in rev.get("experiments") or [] for e in g.get("revs", [])]:
-            name = exp.get("name")
-            if name and name.startswith("glas-") and exp.get("rev") and finished_run(exp["rev"]):
-                found.setdefault(name, exp["rev"])
-    return found
+    return named_runs("glas-")
 
 
 def run_missing(work: Path, difficulty: str, methods: list[str], folds: list[int]) -> list[str]:

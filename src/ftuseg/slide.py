@@ -45,6 +45,7 @@ from .annotations import mask_to_polygons, write_geojson
 from .data import to_rgb_uint8
 from .ensemble_config import EnsembleConfig
 from .errors import DataError
+from .importer import read_any_image
 from .inference import InferenceConfig, Predictor
 from .maps import postprocess, quantize, to_original
 from .scale import resize_image, scaled_shape
@@ -142,12 +143,7 @@ def open_slide(path: str | Path) -> Slide:
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     if path.suffix.lower() not in (".tif", ".tiff", ".svs"):
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise DataError(f"{path}: unreadable image")
-        if img.ndim == 3:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-        return Slide(path, [(to_rgb_uint8(img, str(path)), 1.0)], None)
+        return Slide(path, [(read_any_image(path), 1.0)], None)
     try:
         tf = tifffile.TiffFile(path)
         series = tf.series[0]
