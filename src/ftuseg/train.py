@@ -475,37 +475,69 @@ def train_epoch(
     }
 
 
-def train_fold(
+@dataclass
+class FoldRun:
+    """Everything one fold's training builds before its first epoch."""
+
+    name: str
+    model_cfg: dict[str, Any]
+    fold: int
+    seed: int
+    train_ids: list[str]
+    val_ids: list[str]
+    train_pixel_sizes: list[float]
+    files: tuple[dict[str, Path], dict[str, list[Path]]]
+    loader: DataLoader
+    sampler: EpochBatches
+    validate: Validator
+    model: Segmenter
+    net: torch.nn.Module
+    criterion: SegmentationLoss
+    opt: Optimisation
+    domain: DomainAdversarial | None
+    run_id: str
+    um_per_px: float
+    normalize: NormalizeConfig
+    crop_size: int
+
+    def checkpoint_meta(self, epoch: int, val_dice: float) -> dict[str, Any]:
+        """What the checkpoint records beside the weights (everything inference needs)."""
+        return {
+            "name": self.name,
+            "model_cfg": self.model_cfg,
+            "um_per_px": self.um_per_px,
+            "stain_normalize": asdict(self.normalize),
+            "fold": self.fold,
+            "epoch": epoch,
+            "val_dice": round(val_dice, 5),
+            "train_ids": self.train_ids,
+            "val_ids": self.val_ids,
+            # What `inference.scale_handling: false` assumes every image has.
+            "train_pixel_sizes": self.train_pixel_sizes,
+            # The context the model learnt from: inference tiles default to it.
+            "crop_size": self.crop_size,
+        }
+
+
+def build_fold_run(
     data: TrainData,
     model_name: str,
     model_cfg: dict[str, Any],
     fold: int,
     cfg: TrainConfig,
-    dirs: RunDirs,
-    augment: AugmentConfig | None = None,
-    normalize: NormalizeConfig | None = None,
-    inference: InferenceConfig | None = None,
-) -> dict[str, Any]:
-    """Train ``model_name`` on all folds but ``fold``, validate on ``fold``; returns a summary.
-
-    The best epoch is chosen by :class:`~ftuseg.validation.Validator`, the OOF stage's own
-    computation with ``inference`` (default: tiles of the training crop, no TTA). With
-    ``dirs.state`` (and ``cfg.resume``), the state after every epoch is persisted there and a
-    run killed part-way continues from its last completed epoch, ending with the same weights
-    and logs as an uninterrupted run (see :mod:`ftuseg.resume`).
-
-    ``augment`` is the augmentation recipe (default: dihedral only); stain copies come from
-    ``data.stain`` (drawn with ``cfg.stain_copy_prob``); with ``normalize`` on, every image and
-    copy is read from the normalize stage's cached output and the checkpoint records the
-    settings, so inference normalises too.
-    """
-    augment = augment if augment is not None else AugmentConfig()
-    normalize = normalize or NormalizeConfig()
-    inference = inference or InferenceConfig()
-    runtime = setup_runtime(cfg)
+    settings: tuple[AugmentConfig, NormalizeConfig, InferenceConfig],
+    runtime: Runtime,
+) -> FoldRun:
+    """Seed, split, data, validator, model, loss, optimiser, domain head and run fingerprint,
+    built in a fixed order (the order of the random draws is part of determinism)."""
+    augment, normalize, inference = settings
+    if cfg.pseudo_start and normalize.method != "none":
+        raise DataError(
+            "train.pseudo_start > 0 with stain.normalize on: the unlabeled images are not "
+            "normalised, so the teacher would label other colours than it was trained on"
+        )
     seed = cfg.seed + 1000 * fold
     seed_everything(seed)
-
     train_ids, val_ids, train_pixel_sizes = fold_ids(data.prepared, fold)
     files = image_files(data, normalize, [*train_ids, *val_ids], cfg)
     loader, sampler = build_loader(data, train_ids, files, cfg, augment, seed, runtime)
@@ -513,11 +545,6 @@ def train_fold(
         data.prepared, data.train_csv, val_ids, data.um_per_px, cfg.crop_size, inference,
         train_pixel_sizes, files[0],
     )  # fmt: skip
-    if cfg.pseudo_start and normalize.method != "none":
-        raise DataError(
-            "train.pseudo_start > 0 with stain.normalize on: the unlabeled images are not "
-            "normalised, so the teacher would label other colours than it was trained on"
-        )
     if cfg.domain_weight > 0:  # recorded in the checkpoint: its weights include the head
         model_cfg = {**model_cfg, "domain_head": True}
     model, net = prepare_model(model_cfg, cfg, runtime)
@@ -546,34 +573,50 @@ def train_fold(
         if cfg.domain_weight > 0
         else None
     )
-    settings = {
-        "augment": asdict(augment),
-        "normalize": asdict(normalize),
-        "inference": asdict(inference),
-    }
+    recipe = {"augment": asdict(augment), "normalize": asdict(normalize),
+              "inference": asdict(inference)}  # fmt: skip
     run_id = run_fingerprint(
-        model_name, model_cfg, cfg, fold, (train_ids, val_ids), data, settings, runtime.device,
+        model_name, model_cfg, cfg, fold, (train_ids, val_ids), data, recipe, runtime.device,
         input_files(data, [*train_ids, *val_ids], files, cfg),
     )  # fmt: skip
+    return FoldRun(
+        model_name, model_cfg, fold, seed, train_ids, val_ids, train_pixel_sizes, files, loader,
+        sampler, validate, model, net, criterion, opt, domain, run_id, data.um_per_px, normalize,
+        cfg.crop_size,
+    )  # fmt: skip
 
-    def checkpoint_meta(epoch: int, val_dice: float) -> dict[str, Any]:
-        return {
-            "name": model_name,
-            "model_cfg": model_cfg,
-            "um_per_px": data.um_per_px,
-            "stain_normalize": asdict(normalize),
-            "fold": fold,
-            "epoch": epoch,
-            "val_dice": round(val_dice, 5),
-            "train_ids": train_ids,
-            "val_ids": val_ids,
-            # What `inference.scale_handling: false` assumes every image has.
-            "train_pixel_sizes": train_pixel_sizes,
-            # The context the model learnt from: inference tiles default to it.
-            "crop_size": cfg.crop_size,
-        }
 
-    state, best_weights = resume_run(dirs, cfg, run_id, model, opt, checkpoint_meta, runtime)
+def train_fold(
+    data: TrainData,
+    model_name: str,
+    model_cfg: dict[str, Any],
+    fold: int,
+    cfg: TrainConfig,
+    dirs: RunDirs,
+    augment: AugmentConfig | None = None,
+    normalize: NormalizeConfig | None = None,
+    inference: InferenceConfig | None = None,
+) -> dict[str, Any]:
+    """Train ``model_name`` on all folds but ``fold``, validate on ``fold``; returns a summary.
+
+    The best epoch is chosen by :class:`~ftuseg.validation.Validator`, the OOF stage's own
+    computation with ``inference`` (default: tiles of the training crop, no TTA). With
+    ``dirs.state`` (and ``cfg.resume``), the state after every epoch is persisted there and a
+    run killed part-way continues from its last completed epoch, ending with the same weights
+    and logs as an uninterrupted run (see :mod:`ftuseg.resume`).
+
+    ``augment`` is the augmentation recipe (default: dihedral only); stain copies come from
+    ``data.stain`` (drawn with ``cfg.stain_copy_prob``); with ``normalize`` on, every image and
+    copy is read from the normalize stage's cached output and the checkpoint records the
+    settings, so inference normalises too.
+    """
+    settings = (augment or AugmentConfig(), normalize or NormalizeConfig(),
+                inference or InferenceConfig())  # fmt: skip
+    runtime = setup_runtime(cfg)
+    run = build_fold_run(data, model_name, model_cfg, fold, cfg, settings, runtime)
+    state, best_weights = resume_run(
+        dirs, cfg, run.run_id, run.model, run.opt, run.checkpoint_meta, runtime
+    )
     resumed_from = state.epoch
     started = time.perf_counter()
     main = runtime.info.is_main
@@ -587,56 +630,19 @@ def train_fold(
         # Pseudo-labels live with the resumable state (a resumed run reuses them), else in a
         # temporary folder for the run's duration.
         labels_dir = (
-            dirs.state / f"pseudo-{run_id[:16]}"
+            dirs.state / f"pseudo-{run.run_id[:16]}"
             if dirs.state
             else Path(scratch.enter_context(tempfile.TemporaryDirectory())) / "pseudo"
         )
-        pseudo_stats: dict[str, float] | None = None
         live.log_params({"model": model_name, "fold": fold, **asdict(cfg)})
         for logged in state.history:  # replay the epochs a killed run already logged
             for name, value in logged.items():
                 live.log_metric(name, value)
             live.next_step()
-        task = progress.add_task(
-            "train", total=cfg.epochs * len(loader), completed=state.epoch * len(loader),
-            epoch=state.epoch, loss=math.nan, dice=math.nan,
+        pseudo_stats = run_epochs(
+            run, state, best_weights, cfg, settings, data, dirs, runtime, live, progress,
+            (labels_dir, resumed_from),
         )  # fmt: skip
-        for epoch in range(state.epoch, cfg.epochs):
-            if cfg.pseudo_start and epoch >= cfg.pseudo_start and pseudo_stats is None:
-                # The teacher: this fold's weights as they stand now (see ftuseg.pseudo).
-                loader, sampler, pseudo_stats = pseudo_loader(
-                    model, data, (train_ids, val_ids), files, cfg, augment, seed, runtime,
-                    inference, labels_dir, generate=resumed_from <= cfg.pseudo_start,
-                )  # fmt: skip
-            model.train()
-            sampler.set_epoch(epoch)  # the data order and every crop depend on the epoch alone
-            if domain is not None:
-                domain.set_epoch(epoch)
-            losses = train_epoch(
-                net, model.has_heads, loader, criterion, opt, epoch, cfg, runtime,
-                lambda loss, e=epoch: progress.update(task, advance=1, epoch=e + 1, loss=loss),
-                domain,
-            )  # fmt: skip
-            # Validation on the main process; every rank gets its score for early stopping.
-            val_dice = from_main(validate(model) if main else 0.0, runtime.info)
-            progress.update(task, dice=val_dice)
-            metrics = {
-                **{f"train/{k}": mean_across(v, runtime.info) for k, v in losses.items()},
-                "train/lr": opt.optimizer.param_groups[0]["lr"],
-                "val/dice": val_dice,
-            }
-            for name, value in metrics.items():
-                live.log_metric(name, value)
-            live.next_step()
-            best_weights = end_epoch(
-                state, epoch, metrics, model, opt, best_weights, dirs, checkpoint_meta, runtime
-            )
-            if cfg.max_steps and (epoch + 1) * opt.updates_per_epoch >= cfg.max_steps:
-                log.info("stopping after %d optimiser steps (train.max_steps)", cfg.max_steps)
-                break
-            if cfg.patience and state.stale >= cfg.patience:
-                log.info("early stop after epoch %d (best %d)", epoch + 1, state.best_epoch)
-                break
         summary = {
             "best_val_dice": round(state.best_val_dice, 5),
             "best_epoch": state.best_epoch,
@@ -654,6 +660,69 @@ def train_fold(
         "resumed_from_epoch": resumed_from,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def run_epochs(
+    run: FoldRun,
+    state: TrainingState,
+    best_weights: dict[str, torch.Tensor] | None,
+    cfg: TrainConfig,
+    settings: tuple[AugmentConfig, NormalizeConfig, InferenceConfig],
+    data: TrainData,
+    dirs: RunDirs,
+    runtime: Runtime,
+    live: Any,
+    progress: Progress,
+    pseudo: tuple[Path, int],
+) -> dict[str, float] | None:
+    """The epochs from ``state.epoch`` on: train, validate, log, keep the best checkpoint, stop
+    early where asked. ``pseudo``: where pseudo-labels go and the epoch the run resumed from.
+    Returns the pseudo-label statistics (None without self-training)."""
+    augment, _, inference = settings
+    labels_dir, resumed_from = pseudo
+    loader, sampler, pseudo_stats = run.loader, run.sampler, None
+    task = progress.add_task(
+        "train", total=cfg.epochs * len(loader), completed=state.epoch * len(loader),
+        epoch=state.epoch, loss=math.nan, dice=math.nan,
+    )  # fmt: skip
+    for epoch in range(state.epoch, cfg.epochs):
+        if cfg.pseudo_start and epoch >= cfg.pseudo_start and pseudo_stats is None:
+            # The teacher: this fold's weights as they stand now (see ftuseg.pseudo).
+            loader, sampler, pseudo_stats = pseudo_loader(
+                run.model, data, (run.train_ids, run.val_ids), run.files, cfg, augment, run.seed,
+                runtime, inference, labels_dir, generate=resumed_from <= cfg.pseudo_start,
+            )  # fmt: skip
+        run.model.train()
+        sampler.set_epoch(epoch)  # the data order and every crop depend on the epoch alone
+        if run.domain is not None:
+            run.domain.set_epoch(epoch)
+        losses = train_epoch(
+            run.net, run.model.has_heads, loader, run.criterion, run.opt, epoch, cfg, runtime,
+            lambda loss, e=epoch: progress.update(task, advance=1, epoch=e + 1, loss=loss),
+            run.domain,
+        )  # fmt: skip
+        # Validation on the main process; every rank gets its score for early stopping.
+        val_dice = from_main(run.validate(run.model) if runtime.info.is_main else 0.0, runtime.info)
+        progress.update(task, dice=val_dice)
+        metrics = {
+            **{f"train/{k}": mean_across(v, runtime.info) for k, v in losses.items()},
+            "train/lr": run.opt.optimizer.param_groups[0]["lr"],
+            "val/dice": val_dice,
+        }
+        for name, value in metrics.items():
+            live.log_metric(name, value)
+        live.next_step()
+        best_weights = end_epoch(
+            state, epoch, metrics, run.model, run.opt, best_weights, dirs, run.checkpoint_meta,
+            runtime,
+        )  # fmt: skip
+        if cfg.max_steps and (epoch + 1) * run.opt.updates_per_epoch >= cfg.max_steps:
+            log.info("stopping after %d optimiser steps (train.max_steps)", cfg.max_steps)
+            break
+        if cfg.patience and state.stale >= cfg.patience:
+            log.info("early stop after epoch %d (best %d)", epoch + 1, state.best_epoch)
+            break
+    return pseudo_stats
 
 
 def pseudo_loader(
