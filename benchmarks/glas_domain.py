@@ -87,6 +87,18 @@ METHODS = {
             "the default: full recipe, copies recoloured into H&E / PAS",
         ),  # fmt: skip
         Method(
+            "recolour-dab0",
+            "hpa",
+            ("domain=all", "stain.augment.method=recolour", "stain.augment.dab_share=0"),
+            "the default with copies that drop the DAB map (counterstain from tissue density only)",
+        ),  # fmt: skip
+        Method(
+            "recolour-p1",
+            "hpa",
+            ("domain=all", "stain.augment.method=recolour", "train.stain_copy_prob=1"),
+            "the default, trained on the recoloured copies only (never the HPA original)",
+        ),  # fmt: skip
+        Method(
             "dann",
             "hpa",
             ("domain=all", "stain.augment.method=vahadane", "train.domain_weight=0.3"),
