@@ -305,7 +305,9 @@ def report(difficulty: str, methods: list[str]) -> dict:
     seed's pooled mean (and ratio against the denominator's same seed, where it ran) alongside."""
     done = experiments()
     rng = np.random.default_rng(0)
-    runs = {m: r for m in methods if (r := seed_results(difficulty, m, done))}
+    # The denominator is always read, whether or not it is among the methods asked for.
+    wanted = [*methods, *([] if DENOMINATOR in methods else [DENOMINATOR])]
+    runs = {m: r for m in wanted if (r := seed_results(difficulty, m, done))}
     if DENOMINATOR not in runs:
         sys.exit(f"{difficulty}: the same-stain run ({DENOMINATOR}) has not finished yet")
     missing = [m for m in methods if m not in runs]
