@@ -111,7 +111,9 @@ def collect(variants: list[str], seeds: list[int]) -> dict[str, dict]:
 
 
 def report(variants: list[str], seeds: list[int]) -> tuple[str, dict]:
-    rows, rng = collect(variants, seeds), np.random.default_rng(0)
+    # The baseline is always read, whether or not it is among the variants asked for.
+    wanted = [*variants, *([] if BASELINE in variants else [BASELINE])]
+    rows, rng = collect(wanted, seeds), np.random.default_rng(0)
     if BASELINE not in rows:
         raise SystemExit("no finished baseline (none) run yet: python benchmarks/domain.py --run")
     base = rows[BASELINE]["dice"]
