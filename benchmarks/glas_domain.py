@@ -99,6 +99,18 @@ METHODS = {
             "the default, trained on the recoloured copies only (never the HPA original)",
         ),  # fmt: skip
         Method(
+            "recolour-dab1",
+            "hpa",
+            ("domain=all", "stain.augment.method=recolour", "stain.augment.dab_share=1"),
+            "the default with the DAB map filling all of the counterstain's headroom",
+        ),  # fmt: skip
+        Method(
+            "recolour-c8",
+            "hpa",
+            ("domain=all", "stain.augment.method=recolour", "stain.augment.copies=8"),
+            "the default with 8 recoloured copies per image instead of 4",
+        ),  # fmt: skip
+        Method(
             "dann",
             "hpa",
             ("domain=all", "stain.augment.method=vahadane", "train.domain_weight=0.3"),
