@@ -388,17 +388,18 @@ def table(difficulty: str, rows: dict) -> str:
 # the pipeline's own cross-validation (cv.folds, 2 by default), OOF Dice on all 85, at the sample
 # profile's full budget (15 epochs of 8 crops per image) and the default recipe. The working
 # scale is the one knob: GlaS is scanned at 0.62 µm/px, the cross-stain runs use 1.5 (COMMON).
-OOF_SETS = ("model=unet",)
+OOF_MODEL = "unet"  # conf/model/ of the first runs, whose names carry no model
 OOF_SCALE = 1.5  # µm/px of the first runs, whose names carry no scale
 OOF_TEST_IMAGES = 5  # the pipeline predicts a test set; these, unlabeled, are not reported
 
 
-def oof_name(seed: int, um_per_px: float = OOF_SCALE) -> str:
+def oof_name(seed: int, um_per_px: float = OOF_SCALE, model: str = OOF_MODEL) -> str:
     scale = "" if um_per_px == OOF_SCALE else f"-{um_per_px:g}um"
-    return f"glas-oof-same-stain{scale}-s{seed}"
+    arch = "" if model == OOF_MODEL else f"-{model}"
+    return f"glas-oof-same-stain{arch}{scale}-s{seed}"
 
 
-def run_oof_reference(work: Path, seeds: int, um_per_px: float) -> None:
+def run_oof_reference(work: Path, seeds: int, um_per_px: float, model: str) -> None:
     """Write ``work/he-all`` (all 85 real H&E images, labelled) and run the missing seeds."""
     data = work / "he-all"
     if not data.is_dir():
@@ -419,10 +420,10 @@ def run_oof_reference(work: Path, seeds: int, um_per_px: float) -> None:
         tmp.rename(data)
     done = experiments()
     for s in range(seeds):
-        name = oof_name(s, um_per_px)
+        name = oof_name(s, um_per_px, model)
         if name in done:
             continue
-        sets = [*OOF_SETS, f"prepare.um_per_px={um_per_px}", f"data.raw_dir={data.resolve()}",
+        sets = [f"model={model}", f"prepare.um_per_px={um_per_px}", f"data.raw_dir={data.resolve()}",
                 f"train.seed={2022 + 100 * s}"]  # fmt: skip
         started = time.perf_counter()
         print(f"{name} ...", flush=True)
@@ -430,12 +431,12 @@ def run_oof_reference(work: Path, seeds: int, um_per_px: float) -> None:
         print(f"{name} done in {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def oof_report(um_per_px: float) -> dict | None:
-    """OOF Dice (the ensemble stage's tuned threshold) on the 85 images at one working scale,
-    per seed and averaged per image over the seeds, with its bootstrap interval; None when no
+def oof_report(um_per_px: float, model: str) -> dict | None:
+    """OOF Dice (the ensemble stage's tuned threshold) on the 85 images for one working scale and
+    ensemble (``conf/model/``), per seed and averaged per image over the seeds, with its bootstrap interval; None when no
     run at that scale has finished."""
     done = experiments()
-    runs = [done[n] for s in range(MAX_SEEDS) if (n := oof_name(s, um_per_px)) in done]
+    runs = [done[n] for s in range(MAX_SEEDS) if (n := oof_name(s, um_per_px, model)) in done]
     if not runs:
         return None
     per_seed = [read_at(r, "metrics/plots/oof_per_image.csv").set_index("id") for r in runs]
@@ -447,6 +448,7 @@ def oof_report(um_per_px: float) -> dict | None:
         "images": len(dice),
         "seeds": len(runs),
         "um_per_px": um_per_px,
+        "model": model,
     }
 
 
@@ -471,6 +473,12 @@ def main() -> None:
         default=[OOF_SCALE],
         help="working scales of the same-stain OOF reference (runs and report)",
     )
+    parser.add_argument(
+        "--model",
+        nargs="+",
+        default=[OOF_MODEL],
+        help="ensembles (conf/model/: unet, ensemble = unet + segformer) of the OOF reference",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--md", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args()
@@ -478,16 +486,18 @@ def main() -> None:
         sys.exit(f"{GLAS} not found: this benchmark needs the GlaS images beside the checkout")
     if args.oof_reference:
         results = {}
-        for um in args.um_per_px:
-            if not args.report:
-                run_oof_reference(args.work, args.seeds, um)
-            if (result := oof_report(um)) is None:
-                sys.exit(f"no same-stain OOF run at {um:g} µm/px has finished yet")
-            v = result["oof_dice"]
-            print(f"same-stain OOF Dice at {um:g} µm/px on {result['images']} real H&E images, "
-                  f"{result['seeds']} seed(s): {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]; per seed "
-                  f"{result['per_seed']}, per fold {result['per_fold']}")  # fmt: skip
-            results[f"{um:g}"] = result
+        for model in args.model:
+            for um in args.um_per_px:
+                if not args.report:
+                    run_oof_reference(args.work, args.seeds, um, model)
+                if (result := oof_report(um, model)) is None:
+                    sys.exit(f"no same-stain OOF run ({model}, {um:g} µm/px) has finished yet")
+                v = result["oof_dice"]
+                print(f"same-stain OOF Dice, model={model} at {um:g} µm/px, {result['images']} "
+                      f"real H&E images, {result['seeds']} seed(s): {v[0]:.3f} [{v[1]:.3f}, "
+                      f"{v[2]:.3f}]; per seed {result['per_seed']}, per fold "
+                      f"{result['per_fold']}")  # fmt: skip
+                results[f"{model}@{um:g}um"] = result
         if args.json:
             args.json.write_text(json.dumps({"oof_same_stain": results}, indent=2) + "\n")
         return
