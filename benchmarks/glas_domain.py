@@ -282,10 +282,12 @@ def read_at(rev: str, path: str) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(text), dtype={"id": str})
 
 
-def bootstrap(values: np.ndarray, rng: np.random.Generator, ref: np.ndarray | None = None):
-    """Mean (or paired ratio of means with ``ref``) and its 95 % percentile interval."""
+def bootstrap(values: np.ndarray, ref: np.ndarray | None = None):
+    """Mean (or paired ratio of means with ``ref``) and its 95 % percentile interval. The
+    resamples come from one fixed seed, the same for every number, so an interval does not
+    depend on what else a report holds."""
     n = len(values)
-    idx = rng.integers(0, n, size=(BOOTSTRAP, n))
+    idx = np.random.default_rng(0).integers(0, n, size=(BOOTSTRAP, n))
     if ref is None:
         stat, boot = values.mean(), values[idx].mean(axis=1)
     else:
@@ -331,22 +333,16 @@ def report(difficulty: str, methods: list[str]) -> dict:
     ref = averaged(runs[DENOMINATOR], 0)
     ref_seeds = [r[0].mean() for r in runs[DENOMINATOR]]
     rows = {}
-
-    def rng() -> np.random.Generator:
-        # The same resamples of the images for every number, so a row's interval does not
-        # depend on which other methods are in the report.
-        return np.random.default_rng(0)
-
     for m, results in runs.items():
         cross = averaged(results, 0)
         if not cross.index.equals(ref.index):
             raise SystemExit(f"{m}: tested on other images than {DENOMINATOR}")
         seeds = [float(r[0].mean()) for r in results]
         rows[m] = {
-            "cross_stain": bootstrap(cross.to_numpy(), rng()),
-            "in_domain_oof": bootstrap(averaged(results, 1).to_numpy(), rng()),
-            "reference": bootstrap(ref.to_numpy(), rng()),
-            "gap_ratio": bootstrap(cross.to_numpy(), rng(), ref.to_numpy()),
+            "cross_stain": bootstrap(cross.to_numpy()),
+            "in_domain_oof": bootstrap(averaged(results, 1).to_numpy()),
+            "reference": bootstrap(ref.to_numpy()),
+            "gap_ratio": bootstrap(cross.to_numpy(), ref.to_numpy()),
             "seeds": len(results),
             "cross_stain_per_seed": [round(v, 4) for v in seeds],
             "gap_ratio_per_seed": [
@@ -431,18 +427,17 @@ def run_oof_reference(work: Path, seeds: int, um_per_px: float, model: str) -> N
         print(f"{name} done in {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def oof_report(um_per_px: float, model: str) -> dict | None:
-    """OOF Dice (the ensemble stage's tuned threshold) on the 85 images for one working scale and
-    ensemble (``conf/model/``), per seed and averaged per image over the seeds, with its bootstrap interval; None when no
-    run at that scale has finished."""
-    done = experiments()
+def oof_report(done: dict[str, str], um_per_px: float, model: str) -> dict | None:
+    """OOF Dice (the ensemble stage's tuned threshold) on the 85 images for one working scale
+    and ensemble (``conf/model/``), per seed and averaged per image over the seeds, with its
+    bootstrap interval; None when no run of that pair has finished."""
     runs = [done[n] for s in range(MAX_SEEDS) if (n := oof_name(s, um_per_px, model)) in done]
     if not runs:
         return None
     per_seed = [read_at(r, "metrics/plots/oof_per_image.csv").set_index("id") for r in runs]
     dice = pd.concat([t["dice"] for t in per_seed], axis=1).mean(axis=1)
     return {
-        "oof_dice": bootstrap(dice.to_numpy(), np.random.default_rng(0)),
+        "oof_dice": bootstrap(dice.to_numpy()),
         "per_seed": [round(float(t["dice"].mean()), 4) for t in per_seed],
         "per_fold": [t.groupby("fold")["dice"].mean().round(4).tolist() for t in per_seed],
         "images": len(dice),
@@ -485,19 +480,20 @@ def main() -> None:
     if not GLAS.is_dir():
         sys.exit(f"{GLAS} not found: this benchmark needs the GlaS images beside the checkout")
     if args.oof_reference:
-        results = {}
-        for model in args.model:
-            for um in args.um_per_px:
-                if not args.report:
-                    run_oof_reference(args.work, args.seeds, um, model)
-                if (result := oof_report(um, model)) is None:
-                    sys.exit(f"no same-stain OOF run ({model}, {um:g} µm/px) has finished yet")
-                v = result["oof_dice"]
-                print(f"same-stain OOF Dice, model={model} at {um:g} µm/px, {result['images']} "
-                      f"real H&E images, {result['seeds']} seed(s): {v[0]:.3f} [{v[1]:.3f}, "
-                      f"{v[2]:.3f}]; per seed {result['per_seed']}, per fold "
-                      f"{result['per_fold']}")  # fmt: skip
-                results[f"{model}@{um:g}um"] = result
+        pairs = [(model, um) for model in args.model for um in args.um_per_px]
+        if not args.report:
+            for model, um in pairs:
+                run_oof_reference(args.work, args.seeds, um, model)
+        done, results = experiments(), {}
+        for model, um in pairs:
+            if (result := oof_report(done, um, model)) is None:
+                sys.exit(f"no same-stain OOF run ({model}, {um:g} µm/px) has finished yet")
+            v = result["oof_dice"]
+            print(f"same-stain OOF Dice, model={model} at {um:g} µm/px, {result['images']} "
+                  f"real H&E images, {result['seeds']} seed(s): {v[0]:.3f} [{v[1]:.3f}, "
+                  f"{v[2]:.3f}]; per seed {result['per_seed']}, per fold "
+                  f"{result['per_fold']}")  # fmt: skip
+            results[f"{model}@{um:g}um"] = result
         if args.json:
             args.json.write_text(json.dumps({"oof_same_stain": results}, indent=2) + "\n")
         return
