@@ -141,11 +141,13 @@ METHODS = {
 # The denominator of every gap ratio: the same-stain run with the default recipe (the issue's
 # definition); `reference` is the same with the previous default, kept as a row.
 DENOMINATOR = "same-stain"
-# What every run shares: the U-Net alone (sample size, from scratch), at a scale where glands
-# keep their shape (GlaS is 0.62 µm/px; 1.5 µm/px gives ≈ 320 × 220 px images), and a budget
-# that fits 2 CPU cores: 10 epochs of 2 crops per image (≈ 560 crops of 160² per inner fold,
-# about a fifth of the sample profile's 2,400; ≈ 6 min per run on 2 idle cores).
-COMMON = ("model=unet", "prepare.um_per_px=1.5", "train.epochs=10", "train.samples_per_image=2")
+# What every run shares: the U-Net alone (sample size, from scratch) and a budget that fits 2 CPU
+# cores: 10 epochs of 2 crops per image (≈ 560 crops of 160² per inner fold, about a fifth of the
+# sample profile's 2,400; ≈ 6 min per run on 2 idle cores). The working scale is a flag
+# (--um-per-px): the first runs used 1.5 µm/px (GlaS is 0.62 µm/px: ≈ 320 × 220 px images) and
+# carry no scale in their names; 2.0 is the pipeline's default (conf/config.yaml).
+COMMON = ("model=unet", "train.epochs=10", "train.samples_per_image=2")
+SCALE = 1.5  # µm/px of the first cross-stain runs, whose names carry no scale
 
 
 def folds_of(ids: list[str]) -> dict[str, int]:
@@ -221,9 +223,13 @@ def render(work: Path, difficulty: str) -> None:
     print(f"{difficulty}: rendered {len(table)} images, antibody patterns {counts}")
 
 
-def exp_name(difficulty: str, method: str, fold: int, seed: int = 0) -> str:
-    """Seed 0 keeps the first runs' names; seed k > 0 adds ``-s<k>``."""
-    return f"glas-{difficulty}-{method}-f{fold}" + (f"-s{seed}" if seed else "")
+def exp_name(
+    difficulty: str, method: str, fold: int, seed: int = 0, um_per_px: float = SCALE
+) -> str:
+    """Seed 0 and the first scale keep the first runs' names; seed k > 0 adds ``-s<k>``, another
+    scale ``-<um>um``."""
+    scale = "" if um_per_px == SCALE else f"-{um_per_px:g}um"
+    return f"glas-{difficulty}-{method}{scale}-f{fold}" + (f"-s{seed}" if seed else "")
 
 
 def train_seed(fold: int, seed: int) -> int:
@@ -236,7 +242,7 @@ def experiments() -> dict[str, str]:
 
 
 def run_missing(
-    work: Path, difficulty: str, methods: list[str], folds: list[int], seeds: int
+    work: Path, difficulty: str, methods: list[str], folds: list[int], seeds: int, um_per_px: float
 ) -> list[str]:
     """Run every (method, fold, seed) experiment that has not finished yet, one after the other
     (``dvc exp run --temp``: in a temporary copy, the workspace stays as it is); seed by seed,
@@ -247,14 +253,15 @@ def run_missing(
         for s in range(seeds)
         for m in methods
         for f in folds
-        if exp_name(difficulty, m, f, s) not in done
+        if exp_name(difficulty, m, f, s, um_per_px) not in done
     ]
     for k, (m, f, s) in enumerate(todo, 1):
-        name = exp_name(difficulty, m, f, s)
+        name = exp_name(difficulty, m, f, s, um_per_px)
         method = METHODS[m]
         data = (work / difficulty / f"fold{f}" / method.stain).resolve()
         sets = [
             *COMMON,
+            f"prepare.um_per_px={um_per_px}",
             *method.overrides,
             f"data.raw_dir={data}",
             f"train.seed={train_seed(f, s)}",
@@ -296,12 +303,14 @@ def bootstrap(values: np.ndarray, ref: np.ndarray | None = None):
     return float(stat), float(lo), float(hi)
 
 
-def seed_results(difficulty: str, method: str, done: dict[str, str]) -> list[tuple]:
+def seed_results(
+    difficulty: str, method: str, done: dict[str, str], um_per_px: float
+) -> list[tuple]:
     """Per seed whose three folds all finished: (per-image test Dice, per-image OOF Dice, per-fold
     test means)."""
     found = []
     for s in range(MAX_SEEDS):
-        names = [exp_name(difficulty, method, f, s) for f in range(FOLDS)]
+        names = [exp_name(difficulty, method, f, s, um_per_px) for f in range(FOLDS)]
         if not all(n in done for n in names):
             continue
         test = [read_at(done[n], "metrics/test_per_image.csv") for n in names]
@@ -313,14 +322,14 @@ def seed_results(difficulty: str, method: str, done: dict[str, str]) -> list[tup
     return found
 
 
-def report(difficulty: str, methods: list[str]) -> dict:
+def report(difficulty: str, methods: list[str], um_per_px: float) -> dict:
     """Per method: every image's Dice averaged over the method's seeds, bootstrapped over
     images; the ratio is paired image by image against the denominator's seed average; each
     seed's pooled mean (and ratio against the denominator's same seed, where it ran) alongside."""
     done = experiments()
     # The denominator is always read, whether or not it is among the methods asked for.
     wanted = [*methods, *([] if DENOMINATOR in methods else [DENOMINATOR])]
-    runs = {m: r for m in wanted if (r := seed_results(difficulty, m, done))}
+    runs = {m: r for m in wanted if (r := seed_results(difficulty, m, done, um_per_px))}
     if DENOMINATOR not in runs:
         sys.exit(f"{difficulty}: the same-stain run ({DENOMINATOR}) has not finished yet")
     missing = [m for m in methods if m not in runs]
@@ -355,12 +364,13 @@ def report(difficulty: str, methods: list[str]) -> dict:
     return rows
 
 
-def table(difficulty: str, rows: dict) -> str:
+def table(difficulty: str, rows: dict, um_per_px: float) -> str:
     def fmt(v: tuple) -> str:
         return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
     lines = [
-        f"### {difficulty} renderer ({next(iter(rows.values()))['images']} real H&E test images, "
+        f"### {difficulty} renderer at {um_per_px:g} µm/px "
+        f"({next(iter(rows.values()))['images']} real H&E test images, "
         "3 held-out folds pooled; per image the mean over seeds; 95 % bootstrap intervals over "
         f"images; ratios ÷ `{DENOMINATOR}`)",
         "",
@@ -466,7 +476,7 @@ def main() -> None:
         type=float,
         nargs="+",
         default=[OOF_SCALE],
-        help="working scales of the same-stain OOF reference (runs and report)",
+        help="working scales (µm/px) of the runs and the report, cross-stain or OOF reference",
     )
     parser.add_argument(
         "--model",
@@ -499,14 +509,21 @@ def main() -> None:
         return
     if not args.report:
         render(args.work, args.difficulty)
-        run_missing(args.work, args.difficulty, args.methods, list(range(FOLDS)), args.seeds)
-    rows = report(args.difficulty, args.methods)
-    text = table(args.difficulty, rows)
+        for um in args.um_per_px:
+            run_missing(
+                args.work, args.difficulty, args.methods, list(range(FOLDS)), args.seeds, um
+            )
+    texts, results = [], {}
+    for um in args.um_per_px:
+        rows = report(args.difficulty, args.methods, um)
+        texts.append(table(args.difficulty, rows, um))
+        results[args.difficulty if um == SCALE else f"{args.difficulty}@{um:g}um"] = rows
+    text = "\n".join(texts)
     print(text)
     if args.md:
         args.md.write_text(text)
     if args.json:
-        args.json.write_text(json.dumps({args.difficulty: rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
