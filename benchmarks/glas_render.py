@@ -22,6 +22,8 @@ project, and nothing here is part of the package.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -75,14 +77,20 @@ def dab_map(
     raise ValueError(f"unknown antibody pattern {pattern!r}")
 
 
+def draw_amounts(rng: np.random.Generator) -> tuple[float, float]:
+    """Hematoxylin and DAB amounts of one rendered image."""
+    amount_h = float(rng.uniform(0.45, 0.8))  # HPA's 4 µm sections: lighter hematoxylin than H&E
+    amount_d = float(rng.uniform(0.35, 1.0))
+    return amount_h, amount_d
+
+
 def render_hpa(
-    image: np.ndarray, mask: np.ndarray, pattern: str, rng: np.random.Generator, label: str
+    image: np.ndarray, mask: np.ndarray, pattern: str, amounts: tuple[float, float], label: str
 ) -> np.ndarray:
     """One real H&E image as an HPA-like hematoxylin + DAB image."""
     h, e = he_concentrations(image, label)
     dab = dab_map(pattern, h, e, mask)
-    amount_h = rng.uniform(0.45, 0.8)  # HPA's 4 µm sections: lighter hematoxylin than H&E
-    amount_d = rng.uniform(0.35, 1.0)
+    amount_h, amount_d = amounts
     od = (
         np.minimum(h, 2.0)[..., None] * (amount_h * HPA_STAINS[0]).astype(np.float32)
         + np.minimum(dab, 2.0)[..., None] * (amount_d * HPA_STAINS[1]).astype(np.float32)
@@ -91,18 +99,33 @@ def render_hpa(
     return np.clip(np.rint(255.0 * np.exp(-od)), 0, 255).astype(np.uint8)
 
 
-def degrade_he(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class Degradation:
+    """How another site delivers one H&E test image (hard renderer)."""
+
+    thickness: float  # optical density above glass × this (a thicker, darker section)
+    blur_sigma: float  # Gaussian blur at the scan's 0.62 µm/px; none at ≤ 0.2
+    jpeg_quality: int
+
+
+def draw_degradation(rng: np.random.Generator) -> Degradation:
+    return Degradation(
+        thickness=float(rng.uniform(1.0, 1.6)),
+        blur_sigma=float(rng.uniform(0.0, 1.2)),
+        jpeg_quality=int(rng.integers(60, 91)),
+    )
+
+
+def degrade_he(image: np.ndarray, how: Degradation) -> np.ndarray:
     """A real H&E image as another site would deliver it: thicker (darker), blurred, JPEG."""
     od = optical_density(image)
     glass = np.percentile(od.reshape(-1, 3), 1.0, axis=0).astype(np.float32)
-    thicker = glass + (od - glass) * np.float32(rng.uniform(1.0, 1.6))
+    thicker = glass + (od - glass) * np.float32(how.thickness)
     out = np.clip(np.rint(255.0 * np.exp(-np.maximum(thicker, 0))), 0, 255).astype(np.uint8)
-    sigma = rng.uniform(0.0, 1.2)
-    if sigma > 0.2:
-        out = cv2.GaussianBlur(out, (0, 0), sigma)
-    quality = int(rng.integers(60, 91))
+    if how.blur_sigma > 0.2:
+        out = cv2.GaussianBlur(out, (0, 0), how.blur_sigma)
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, quality])  # fmt: skip
+                            [cv2.IMWRITE_JPEG_QUALITY, how.jpeg_quality])  # fmt: skip
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -114,3 +137,13 @@ def draw_pattern(difficulty: str, rng: np.random.Generator) -> str:
     if difficulty == "hard":
         return PATTERNS[int(rng.integers(len(PATTERNS)))]
     raise ValueError(f"difficulty must be one of {DIFFICULTIES}, not {difficulty!r}")
+
+
+def draws(image_id: str, difficulty: str) -> tuple[str, tuple[float, float], Degradation | None]:
+    """Every random choice of one image, from its own generator and in a fixed order: the
+    antibody pattern, the stain amounts, the test degradation (hard only). The report replays
+    them without rendering."""
+    rng = np.random.default_rng([2022, int(image_id), DIFFICULTIES.index(difficulty)])
+    pattern = draw_pattern(difficulty, rng)
+    amounts = draw_amounts(rng)
+    return pattern, amounts, draw_degradation(rng) if difficulty == "hard" else None
