@@ -111,6 +111,18 @@ METHODS = {
             "the default with 8 recoloured copies per image instead of 4",
         ),  # fmt: skip
         Method(
+            "recolour-sigma06",
+            "hpa",
+            ("domain=all", "stain.augment.method=recolour", "stain.augment.sigma1=0.6"),
+            "the default with copies' stain amounts × U(0.4, 1.6) instead of U(0.6, 1.4)",
+        ),  # fmt: skip
+        Method(
+            "recolour-thick",
+            "hpa",
+            ("domain=all", "stain.augment.method=recolour", "augment.thickness=0.8"),
+            "the default with the thickness adaptation on 80 % of crops instead of 30 %",
+        ),  # fmt: skip
+        Method(
             "dann",
             "hpa",
             ("domain=all", "stain.augment.method=vahadane", "train.domain_weight=0.3"),
