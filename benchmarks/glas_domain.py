@@ -165,7 +165,11 @@ DEFAULT = "recolour"  # the pipeline's default configuration (conf/domain/all.ya
 # (--um-per-px): the first runs used 1.5 µm/px (GlaS is 0.62 µm/px: ≈ 320 × 220 px images) and
 # carry no scale in their names; 2.0 is the pipeline's default (conf/config.yaml).
 COMMON = ("model=unet", "train.epochs=10", "train.samples_per_image=2")
-SCALE = 1.5  # µm/px of the first cross-stain runs, whose names carry no scale
+SCALE = 1.5  # µm/px of the first runs (cross-stain and OOF reference), whose names carry none
+
+
+def scale_suffix(um_per_px: float) -> str:
+    return "" if um_per_px == SCALE else f"-{um_per_px:g}um"
 
 
 def folds_of(ids: list[str]) -> dict[str, int]:
@@ -245,8 +249,9 @@ def exp_name(
 ) -> str:
     """Seed 0 and the first scale keep the first runs' names; seed k > 0 adds ``-s<k>``, another
     scale ``-<um>um``."""
-    scale = "" if um_per_px == SCALE else f"-{um_per_px:g}um"
-    return f"glas-{difficulty}-{method}{scale}-f{fold}" + (f"-s{seed}" if seed else "")
+    return f"glas-{difficulty}-{method}{scale_suffix(um_per_px)}-f{fold}" + (
+        f"-s{seed}" if seed else ""
+    )
 
 
 def train_seed(fold: int, seed: int) -> int:
@@ -357,6 +362,12 @@ def report(difficulty: str, methods: list[str], um_per_px: float) -> dict:
         return pd.concat([r[k] for r in results], axis=1).mean(axis=1)
 
     ref = averaged(runs[DENOMINATOR], 0)
+    # The hard renderer's test degradations, replayed once for all methods.
+    drawn = (
+        pd.DataFrame({i: vars(draws(i, "hard")[2]) for i in ref.index}).T
+        if difficulty == "hard"
+        else None
+    )
     ref_seeds = [r[0].mean() for r in runs[DENOMINATOR]]
     rows = {}
     for m, results in runs.items():
@@ -378,8 +389,8 @@ def report(difficulty: str, methods: list[str], um_per_px: float) -> dict:
             "per_fold_cross_stain": [[round(v, 4) for v in r[2]] for r in results],
             "images": len(cross),
         }
-        if difficulty == "hard":
-            rows[m]["by_degradation"] = by_degradation(cross, ref)
+        if drawn is not None:
+            rows[m]["by_degradation"] = by_degradation(cross, ref, drawn)
     return rows
 
 
@@ -391,10 +402,10 @@ DEGRADATION_BINS = {
 }
 
 
-def by_degradation(cross: pd.Series, ref: pd.Series) -> dict:
+def by_degradation(cross: pd.Series, ref: pd.Series, drawn: pd.DataFrame) -> dict:
     """Cross-stain and same-stain Dice and their paired ratio over the test images in each third
-    of each degradation's range: which part of the test-side shift the gap grows with."""
-    drawn = pd.DataFrame({i: vars(draws(i, "hard")[2]) for i in cross.index}).T
+    of each degradation's range (``drawn``: one row per image): which part of the test-side
+    shift the gap grows with."""
     out = {}
     for factor, edges in DEGRADATION_BINS.items():
         groups = pd.cut(drawn[factor].astype(float), edges, right=False)
@@ -454,16 +465,14 @@ def table(difficulty: str, rows: dict, um_per_px: float) -> str:
 # The same-stain reference as the issue defines it: the 85 real H&E images as one training set,
 # the pipeline's own cross-validation (cv.folds, 2 by default), OOF Dice on all 85, at the sample
 # profile's full budget (15 epochs of 8 crops per image) and the default recipe. The working
-# scale is the one knob: GlaS is scanned at 0.62 µm/px, the cross-stain runs use 1.5 (COMMON).
+# scale is the one knob (--um-per-px; GlaS is scanned at 0.62 µm/px).
 OOF_MODEL = "unet"  # conf/model/ of the first runs, whose names carry no model
-OOF_SCALE = 1.5  # µm/px of the first runs, whose names carry no scale
 OOF_TEST_IMAGES = 5  # the pipeline predicts a test set; these, unlabeled, are not reported
 
 
-def oof_name(seed: int, um_per_px: float = OOF_SCALE, model: str = OOF_MODEL) -> str:
-    scale = "" if um_per_px == OOF_SCALE else f"-{um_per_px:g}um"
+def oof_name(seed: int, um_per_px: float = SCALE, model: str = OOF_MODEL) -> str:
     arch = "" if model == OOF_MODEL else f"-{model}"
-    return f"glas-oof-same-stain{arch}{scale}-s{seed}"
+    return f"glas-oof-same-stain{arch}{scale_suffix(um_per_px)}-s{seed}"
 
 
 def run_oof_reference(work: Path, seeds: int, um_per_px: float, model: str) -> None:
@@ -536,7 +545,7 @@ def main() -> None:
         "--um-per-px",
         type=float,
         nargs="+",
-        default=[OOF_SCALE],
+        default=[SCALE],
         help="working scales (µm/px) of the runs and the report, cross-stain or OOF reference",
     )
     parser.add_argument(
