@@ -148,6 +148,19 @@ METHODS = {
             "same stain: trained on the real H&E (previous default recipe)",
         ),  # fmt: skip
         Method(
+            "recolour-od",
+            "hpa",
+            ("domain=all", "stain.augment.method=recolour", "stain.normalize.method=od"),
+            "the default with every image's optical density scaled to the H&E reference's "
+            "(training and test): section thickness removed",
+        ),  # fmt: skip
+        Method(
+            "same-stain-od",
+            "he",
+            ("domain=all", "stain.augment.method=recolour", "stain.normalize.method=od"),
+            "same stain with the optical-density standardisation (recolour-od's denominator)",
+        ),  # fmt: skip
+        Method(
             "same-stain",
             "he",
             ("domain=all", "stain.augment.method=recolour"),

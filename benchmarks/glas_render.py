@@ -27,14 +27,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ftuseg.recolour import (
-    HPA_STAINS,
-    MIN_TISSUE_PIXELS,
-    TISSUE_OD,
-    concentrations,
-    glass_corrected,
-    optical_density,
-)
+from ftuseg.optics import MIN_TISSUE_PIXELS, TISSUE_OD, glass_corrected, optical_density
+from ftuseg.recolour import HPA_STAINS, concentrations
 
 PATTERNS = ("negative", "cytoplasmic", "membranous", "nuclear", "ftu")
 DIFFICULTIES = ("simple", "hard")

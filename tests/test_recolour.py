@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 
 from ftuseg.errors import DataError
+from ftuseg.optics import glass_corrected, optical_density
 from ftuseg.recolour import (
     HPA_STAINS,
     RecolourConfig,
     Recolourer,
     concentrations,
-    glass_corrected,
-    optical_density,
     recolour_copies,
     target_stains,
 )

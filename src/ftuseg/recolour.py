@@ -26,12 +26,9 @@ import numpy as np
 from skimage.color import rgb_from_hdx
 
 from .errors import DataError
+from .optics import MIN_TISSUE_PIXELS, TISSUE_OD, glass_corrected, optical_density, tissue_mask
 
 TARGETS = ("he", "pas")
-# Optical density above the glass's (summed over RGB, natural log) below this is glass.
-TISSUE_OD = 0.15
-MIN_TISSUE_PIXELS = 64
-GLASS_OD_MAX = 0.12  # per channel: glass is never darker than RGB ≈ 226
 # Concentrations are scaled so their 99th percentile over tissue matches the reference's.
 PERCENTILE = 99.0
 
@@ -43,17 +40,6 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
 # Hematoxylin and DAB optical-density directions (scikit-image's rgb_from_hdx rows 0 and 1).
 HPA_STAINS = _unit_rows(rgb_from_hdx[:2].astype(np.float64))
 
-# -log(level / 255) for the 256 levels, level 0 read as 1 (staintools' convention), as the
-# 3-channel table cv2.LUT takes.
-_OD_LUT = np.repeat(
-    (-np.log(np.maximum(np.arange(256), 1) / 255.0)).astype(np.float32)[:, None], 3, axis=1
-).reshape(256, 1, 3)
-
-
-def optical_density(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (H, W, 3) float32 optical density (natural log)."""
-    return cv2.LUT(image, _OD_LUT)
-
 
 def concentrations(od: np.ndarray, stains: np.ndarray) -> np.ndarray:
     """Least-squares, non-negative-clipped concentrations of ``stains`` (k, 3) for every pixel
@@ -61,19 +47,6 @@ def concentrations(od: np.ndarray, stains: np.ndarray) -> np.ndarray:
     unmix = np.ascontiguousarray(np.linalg.pinv(stains).T, dtype=np.float32)  # (k, 3)
     conc = cv2.transform(od, unmix)
     return np.maximum(conc, 0.0, out=conc)
-
-
-def glass_corrected(od: np.ndarray) -> np.ndarray:
-    """Optical density relative to the image's own glass instead of pure white (Beer-Lambert
-    with the slide's background as incident light): scanners and HPA slides put glass at RGB
-    ≈ 235-245, which would otherwise read as a thin layer of stain everywhere. The glass level
-    is the 1st percentile per channel, capped at GLASS_OD_MAX for images without glass."""
-    glass = np.minimum(np.percentile(od.reshape(-1, 3), 1.0, axis=0), GLASS_OD_MAX)
-    return np.maximum(od - glass.astype(np.float32), 0.0)
-
-
-def _tissue(od: np.ndarray) -> np.ndarray:
-    return od.sum(axis=2) > TISSUE_OD
 
 
 def _percentiles(values: np.ndarray, tissue: np.ndarray, label: str) -> np.ndarray:
@@ -107,7 +80,7 @@ def target_stains(name: str) -> TargetStains:
     reference = reference_image(name)
     matrix = _unit_rows(MacenkoStainExtractor.get_stain_matrix(reference).astype(np.float64))
     od = glass_corrected(optical_density(reference))
-    conc, tissue = concentrations(od, matrix), _tissue(od)
+    conc, tissue = concentrations(od, matrix), tissue_mask(od)
     top = _percentiles(conc, tissue, f"reference {name}")
     return TargetStains(name, matrix, top, float(np.median(conc[..., 1][tissue])))
 
@@ -136,7 +109,7 @@ class Recolourer:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise DataError(f"{label}: expected an (H, W, 3) uint8 RGB image")
         od = glass_corrected(optical_density(np.ascontiguousarray(image)))
-        tissue = _tissue(od)
+        tissue = tissue_mask(od)
         conc = concentrations(od, HPA_STAINS)  # (H, W, 2): hematoxylin, DAB
         density = od.sum(axis=2)
         top = _percentiles(conc, tissue, label)

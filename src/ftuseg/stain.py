@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 REFERENCES = {"he": "HE-Stain-10x.jpg", "pas": "PAS-staining.jpg"}
 NO_TISSUE_POLICIES = ("error", "keep")
-NORMALIZE_METHODS = ("none", "vahadane", "macenko", "reinhard")
+NORMALIZE_METHODS = ("none", "od", "vahadane", "macenko", "reinhard")
 AUGMENT_METHODS = ("vahadane", "macenko", "recolour")
 INDEX_NAME = "index.csv"
 COPIES_DIR = "copies"
@@ -134,9 +134,11 @@ def _deterministic(tool: object, method: str) -> object:
 class NormalizeConfig:
     """The ``stain.normalize`` settings; stored in checkpoints so inference repeats them."""
 
-    method: str = "none"  # none | vahadane | macenko | reinhard
+    # none | od (optical density scaled to the reference's: thickness) | vahadane | macenko |
+    # reinhard
+    method: str = "none"
     reference: str = "he"  # he | pas | an image path
-    luminosity: bool = True  # staintools' LuminosityStandardizer before fitting/transforming
+    luminosity: bool = True  # staintools' LuminosityStandardizer (vahadane, macenko, reinhard)
     # An image in which staintools finds no tissue has no stain to normalise: "error" stops
     # with the image's name; "keep" passes it on un-normalised (with a warning naming it).
     no_tissue: str = "error"
@@ -164,7 +166,14 @@ class StainNormalizer:
     def __init__(self, cfg: NormalizeConfig) -> None:
         self.cfg = cfg
         self._normalizer = None
+        self._density: float | None = None
         if cfg.method == "none":
+            return
+        if cfg.method == "od":
+            from .optics import tissue_density_top
+
+            label = f"stain reference {cfg.reference!r}"
+            self._density = tissue_density_top(reference_image(cfg.reference), label)
             return
         import staintools
 
@@ -185,9 +194,11 @@ class StainNormalizer:
 
     @property
     def enabled(self) -> bool:
-        return self._normalizer is not None
+        return self._normalizer is not None or self._density is not None
 
     def __call__(self, image: np.ndarray, label: str = "image") -> np.ndarray:
+        if self._density is not None:
+            return self._standardize(image, label)
         if self._normalizer is None:
             return image
         import staintools
@@ -206,6 +217,18 @@ class StainNormalizer:
                     f"{label}: no tissue found, cannot normalise its stains (set "
                     "stain.normalize.no_tissue: keep to pass such images on un-normalised)"
                 ) from None
+            log.warning("%s: no tissue found, passed on un-normalised (no_tissue: keep)", label)
+            return image
+
+
+    def _standardize(self, image: np.ndarray, label: str) -> np.ndarray:
+        from .optics import standardize_density
+
+        try:
+            return standardize_density(image, self._density, label)
+        except DataError as exc:
+            if "no tissue" not in str(exc) or self.cfg.no_tissue == "error":
+                raise
             log.warning("%s: no tissue found, passed on un-normalised (no_tissue: keep)", label)
             return image
 
