@@ -59,6 +59,10 @@ def tissue_mask(od: np.ndarray) -> np.ndarray:
     return od.sum(axis=2) > TISSUE_OD
 
 
+class NoTissueError(DataError):
+    """An image without tissue (no pixel above TISSUE_OD): it has no density to measure."""
+
+
 def _grid(image: np.ndarray) -> np.ndarray:
     step = max(1, int(np.ceil(np.sqrt(image.shape[0] * image.shape[1] / STAT_PIXELS))))
     return np.ascontiguousarray(image[::step, ::step])
@@ -70,7 +74,7 @@ def tissue_density_top(image: np.ndarray, label: str = "image") -> float:
     od = glass_corrected(optical_density(_grid(image)))
     tissue = tissue_mask(od)
     if np.count_nonzero(tissue) < MIN_TISSUE_PIXELS:
-        raise DataError(f"{label}: no tissue found (optical density)")
+        raise NoTissueError(f"{label}: no tissue found (optical density)")
     return float(np.percentile(od.sum(axis=2)[tissue], PERCENTILE))
 
 

@@ -220,15 +220,17 @@ class StainNormalizer:
             log.warning("%s: no tissue found, passed on un-normalised (no_tissue: keep)", label)
             return image
 
-
     def _standardize(self, image: np.ndarray, label: str) -> np.ndarray:
-        from .optics import standardize_density
+        from .optics import NoTissueError, standardize_density
 
         try:
             return standardize_density(image, self._density, label)
-        except DataError as exc:
-            if "no tissue" not in str(exc) or self.cfg.no_tissue == "error":
-                raise
+        except NoTissueError:
+            if self.cfg.no_tissue == "error":
+                raise DataError(
+                    f"{label}: no tissue found, cannot standardise its optical density (set "
+                    "stain.normalize.no_tissue: keep to pass such images on un-normalised)"
+                ) from None
             log.warning("%s: no tissue found, passed on un-normalised (no_tissue: keep)", label)
             return image
 
