@@ -14,7 +14,8 @@ Every (method, fold, seed) is one ``dvc exp run`` of the pipeline on one dataset
 in ``dvc exp show``. The report pools the three held-out folds (each image is tested once per
 seed, by models that never saw it in any stain), averages each image over the seeds and prints
 per method: cross-stain Dice (real H&E test), in-domain Dice (OOF on the rendered training
-images, tuned thresholds), the same-stain run with the default recipe (``same-stain``) and the
+images, tuned thresholds), the same-stain run with the method's recipe (``same-stain`` for the
+default's; ``Method.denominator``) and the
 domain-gap ratio cross ÷ same-stain, each with a 95 % bootstrap interval over images (the ratio
 paired, image by image), plus each seed's mean and ratio.
 
@@ -66,6 +67,8 @@ class Method:
     overrides: tuple[str, ...]
     about: str
     target: bool = False  # reads fold<f>/target (unlabeled H&E) as data.unlabeled_dir
+    # The same-stain run its gap ratio divides by: the same recipe trained on the real H&E.
+    denominator: str = "same-stain"
 
 
 METHODS = {
@@ -153,12 +156,14 @@ METHODS = {
             ("domain=all", "stain.augment.method=recolour", "stain.normalize.method=od"),
             "the default with every image's optical density scaled to the H&E reference's "
             "(training and test): section thickness removed",
+            denominator="same-stain-od",
         ),  # fmt: skip
         Method(
             "same-stain-od",
             "he",
             ("domain=all", "stain.augment.method=recolour", "stain.normalize.method=od"),
             "same stain with the optical-density standardisation (recolour-od's denominator)",
+            denominator="same-stain-od",
         ),  # fmt: skip
         Method(
             "same-stain",
@@ -168,8 +173,9 @@ METHODS = {
         ),  # fmt: skip
     )
 }
-# The denominator of every gap ratio: the same-stain run with the default recipe (the issue's
-# definition); `reference` is the same with the previous default, kept as a row.
+# The denominator of a gap ratio is the same-stain run with the method's recipe (the issue's
+# definition: `same-stain` for the default's; Method.denominator); `reference` is the same with
+# the previous default, kept as a row.
 DENOMINATOR = "same-stain"
 DEFAULT = "recolour"  # the pipeline's default configuration (conf/domain/all.yaml)
 # What every run shares: the U-Net alone (sample size, from scratch) and a budget that fits 2 CPU
@@ -362,35 +368,43 @@ def report(difficulty: str, methods: list[str], um_per_px: float) -> dict:
     images; the ratio is paired image by image against the denominator's seed average; each
     seed's pooled mean (and ratio against the denominator's same seed, where it ran) alongside."""
     done = experiments()
-    # The denominator is always read, whether or not it is among the methods asked for.
-    wanted = [*methods, *([] if DENOMINATOR in methods else [DENOMINATOR])]
+    # The denominators are always read, whether or not they are among the methods asked for.
+    wanted = list(dict.fromkeys([*methods, *(METHODS[m].denominator for m in methods)]))
     runs = {m: r for m in wanted if (r := seed_results(difficulty, m, done, um_per_px))}
-    if DENOMINATOR not in runs:
-        sys.exit(f"{difficulty}: the same-stain run ({DENOMINATOR}) has not finished yet")
     missing = [m for m in methods if m not in runs]
     if missing:
         print(f"{difficulty}: no seed with all folds finished for {missing} (left out)")
+    for m in list(runs):
+        if METHODS[m].denominator not in runs:
+            print(f"{difficulty}: {m} left out: its same-stain run {METHODS[m].denominator} "
+                  "has not finished")  # fmt: skip
+            del runs[m]
+    if not runs:
+        sys.exit(f"{difficulty}: no method with a finished same-stain run to divide by")
 
     def averaged(results: list[tuple], k: int) -> pd.Series:
         return pd.concat([r[k] for r in results], axis=1).mean(axis=1)
 
-    ref = averaged(runs[DENOMINATOR], 0)
+    refs = {d: averaged(runs[d], 0) for d in {METHODS[m].denominator for m in runs}}
     # The hard renderer's test degradations, replayed once for all methods.
+    index = next(iter(refs.values())).index
     drawn = (
-        pd.DataFrame({i: vars(draws(i, "hard")[2]) for i in ref.index}).T
+        pd.DataFrame({i: vars(draws(i, "hard")[2]) for i in index}).T
         if difficulty == "hard"
         else None
     )
-    ref_seeds = [r[0].mean() for r in runs[DENOMINATOR]]
     rows = {}
     for m, results in runs.items():
+        denominator = METHODS[m].denominator
+        ref, ref_seeds = refs[denominator], [r[0].mean() for r in runs[denominator]]
         cross = averaged(results, 0)
         if not cross.index.equals(ref.index):
-            raise SystemExit(f"{m}: tested on other images than {DENOMINATOR}")
+            raise SystemExit(f"{m}: tested on other images than {denominator}")
         seeds = [float(r[0].mean()) for r in results]
         rows[m] = {
             "cross_stain": bootstrap(cross.to_numpy()),
             "in_domain_oof": bootstrap(averaged(results, 1).to_numpy()),
+            "denominator": denominator,
             "reference": bootstrap(ref.to_numpy()),
             "gap_ratio": bootstrap(cross.to_numpy(), ref.to_numpy()),
             "seeds": len(results),
@@ -443,7 +457,7 @@ def table(difficulty: str, rows: dict, um_per_px: float) -> str:
         f"### {difficulty} renderer at {um_per_px:g} µm/px "
         f"({next(iter(rows.values()))['images']} real H&E test images, "
         "3 held-out folds pooled; per image the mean over seeds; 95 % bootstrap intervals over "
-        f"images; ratios ÷ `{DENOMINATOR}`)",
+        f"images; ratios ÷ the method's same-stain run, `{DENOMINATOR}` unless named)",
         "",
         "| method | what | seeds | cross-stain Dice (real H&E) | in-domain OOF (rendered) "
         "| gap ratio | per seed: cross-stain (ratio) |",
@@ -454,16 +468,17 @@ def table(difficulty: str, rows: dict, um_per_px: float) -> str:
             f"{c:.3f} ({'–' if g is None else f'{g:.3f}'})"
             for c, g in zip(r["cross_stain_per_seed"], r["gap_ratio_per_seed"], strict=True)
         )
+        per = "" if r["denominator"] == DENOMINATOR else f" (÷ `{r['denominator']}`)"
         lines.append(
             f"| {m} | {METHODS[m].about} | {r['seeds']} | {fmt(r['cross_stain'])} "
-            f"| {fmt(r['in_domain_oof'])} | {fmt(r['gap_ratio'])} | {seeds} |"
+            f"| {fmt(r['in_domain_oof'])} | {fmt(r['gap_ratio'])}{per} | {seeds} |"
         )
     if DEFAULT in rows and "by_degradation" in rows[DEFAULT]:
         lines += [
             "",
             f"`{DEFAULT}` (the default) by test degradation: each factor's range in thirds",
             "",
-            f"| factor | range | images | cross-stain | `{DENOMINATOR}` | gap ratio |",
+            f"| factor | range | images | cross-stain | `{rows[DEFAULT]['denominator']}` | gap ratio |",
             "|---|---|---|---|---|---|",
         ]
         for factor, groups in rows[DEFAULT]["by_degradation"].items():
