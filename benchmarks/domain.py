@@ -9,7 +9,9 @@ One experiment per (variant, seed), all with the sample U-Net alone (`-S model=u
 - ``normalize``: + Vahadane normalisation to the H&E reference;
 - ``resample``: + the csv pixel sizes alone; ``scale``: the same with zoom and thickness;
 - ``all``: the default recipe (recoloured copies, full augmentation, physical scale);
-- ``all-staintools``: the previous default (``all`` with the staintools copies).
+- ``all-staintools``: the previous default (``all`` with the staintools copies);
+- ``all-od``: ``all`` with every image's optical density scaled to the H&E reference's
+  (``stain.normalize.method=od``: section thickness), in training and at inference.
 
 A seed sets ``train.seed`` and ``stain.augment.seed``. Prints the HuBMAP-like test Dice (the
 sample's 10 H&E/PAS images at the real HuBMAP pixel sizes) as the mean over seeds with a 95 %
@@ -43,6 +45,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "scale": ("domain=scale",),
     "all": ("domain=all", "stain.augment.method=recolour"),
     "all-staintools": ("domain=all", "stain.augment.method=vahadane"),
+    "all-od": ("domain=all", "stain.augment.method=recolour", "stain.normalize.method=od"),
 }
 BOOTSTRAP = 10_000
 
