@@ -71,6 +71,8 @@ class Method:
     denominator: str = "same-stain"
 
 
+# Does the gap close with training? 3× COMMON's crops (replaces its epochs and crops per image).
+BUDGET_X3 = ("train.epochs=15", "train.samples_per_image=4")
 METHODS = {
     m.name: m
     for m in (
@@ -164,6 +166,20 @@ METHODS = {
             ("domain=all", "stain.augment.method=recolour", "stain.normalize.method=od"),
             "same stain with the optical-density standardisation (recolour-od's denominator)",
             denominator="same-stain-od",
+        ),  # fmt: skip
+        Method(
+            "recolour-x3",
+            "hpa",
+            ("domain=all", "stain.augment.method=recolour", *BUDGET_X3),
+            "the default at 3× the benchmark's training budget (15 epochs of 4 crops per image)",
+            denominator="same-stain-x3",
+        ),  # fmt: skip
+        Method(
+            "same-stain-x3",
+            "he",
+            ("domain=all", "stain.augment.method=recolour", *BUDGET_X3),
+            "same stain at 3× the budget (recolour-x3's denominator)",
+            denominator="same-stain-x3",
         ),  # fmt: skip
         Method(
             "same-stain",
@@ -282,6 +298,18 @@ def experiments() -> dict[str, str]:
     return named_runs("glas-")
 
 
+def merged(*groups: tuple[str, ...]) -> list[str]:
+    """``key=value`` overrides in order, a later group's value replacing an earlier one's for the
+    same key (a method's budget over COMMON's), so no key is passed twice."""
+    out: dict[str, str] = {}
+    for group in groups:
+        for item in group:
+            key = item.split("=", 1)[0]
+            out.pop(key, None)
+            out[key] = item
+    return list(out.values())
+
+
 def run_missing(
     work: Path, difficulty: str, methods: list[str], folds: list[int], seeds: int, um_per_px: float
 ) -> list[str]:
@@ -300,13 +328,11 @@ def run_missing(
         name = exp_name(difficulty, m, f, s, um_per_px)
         method = METHODS[m]
         data = (work / difficulty / f"fold{f}" / method.stain).resolve()
-        sets = [
-            *COMMON,
-            f"prepare.um_per_px={um_per_px}",
-            *method.overrides,
-            f"data.raw_dir={data}",
-            f"train.seed={train_seed(f, s)}",
-        ]
+        sets = merged(
+            COMMON,
+            (f"prepare.um_per_px={um_per_px}", *method.overrides, f"data.raw_dir={data}",
+             f"train.seed={train_seed(f, s)}"),
+        )  # fmt: skip
         if method.target:
             sets.append(
                 f"data.unlabeled_dir={(work / difficulty / f'fold{f}' / 'target').resolve()}"
