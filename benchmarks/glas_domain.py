@@ -524,12 +524,22 @@ OOF_MODEL = "unet"  # conf/model/ of the first runs, whose names carry no model
 OOF_TEST_IMAGES = 5  # the pipeline predicts a test set; these, unlabeled, are not reported
 
 
-def oof_name(seed: int, um_per_px: float = SCALE, model: str = OOF_MODEL) -> str:
+# Recipes of the OOF reference beside the default's (named runs, `--oof-recipe`).
+OOF_RECIPES: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "tta8": ("inference.tta=[0,1,2,3,4,5,6,7]",),  # all 8 dihedral views, in validation too
+}
+
+
+def oof_name(
+    seed: int, um_per_px: float = SCALE, model: str = OOF_MODEL, recipe: str = "default"
+) -> str:
     arch = "" if model == OOF_MODEL else f"-{model}"
-    return f"glas-oof-same-stain{arch}{scale_suffix(um_per_px)}-s{seed}"
+    how = "" if recipe == "default" else f"-{recipe}"
+    return f"glas-oof-same-stain{arch}{how}{scale_suffix(um_per_px)}-s{seed}"
 
 
-def run_oof_reference(work: Path, seeds: int, um_per_px: float, model: str) -> None:
+def run_oof_reference(work: Path, seeds: int, um_per_px: float, model: str, recipe: str) -> None:
     """Write ``work/he-all`` (all 85 real H&E images, labelled) and run the missing seeds."""
     data = work / "he-all"
     if not data.is_dir():
@@ -550,22 +560,23 @@ def run_oof_reference(work: Path, seeds: int, um_per_px: float, model: str) -> N
         tmp.rename(data)
     done = experiments()
     for s in range(seeds):
-        name = oof_name(s, um_per_px, model)
+        name = oof_name(s, um_per_px, model, recipe)
         if name in done:
             continue
         sets = [f"model={model}", f"prepare.um_per_px={um_per_px}", f"data.raw_dir={data.resolve()}",
-                f"train.seed={2022 + 100 * s}"]  # fmt: skip
+                f"train.seed={2022 + 100 * s}", *OOF_RECIPES[recipe]]  # fmt: skip
         started = time.perf_counter()
         print(f"{name} ...", flush=True)
         dvc("exp", "run", "--temp", *[a for x in sets for a in ("-S", x)], "-n", name, "submit")
         print(f"{name} done in {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def oof_report(done: dict[str, str], um_per_px: float, model: str) -> dict | None:
+def oof_report(done: dict[str, str], um_per_px: float, model: str, recipe: str) -> dict | None:
     """OOF Dice (the ensemble stage's tuned threshold) on the 85 images for one working scale
     and ensemble (``conf/model/``), per seed and averaged per image over the seeds, with its
     bootstrap interval; None when no run of that pair has finished."""
-    runs = [done[n] for s in range(MAX_SEEDS) if (n := oof_name(s, um_per_px, model)) in done]
+    names = [oof_name(s, um_per_px, model, recipe) for s in range(MAX_SEEDS)]
+    runs = [done[n] for n in names if n in done]
     if not runs:
         return None
     per_seed = [read_at(r, "metrics/plots/oof_per_image.csv").set_index("id") for r in runs]
@@ -578,6 +589,7 @@ def oof_report(done: dict[str, str], um_per_px: float, model: str) -> dict | Non
         "seeds": len(runs),
         "um_per_px": um_per_px,
         "model": model,
+        **({} if recipe == "default" else {"recipe": recipe}),
     }
 
 
@@ -608,6 +620,10 @@ def main() -> None:
         default=[OOF_MODEL],
         help="ensembles (conf/model/: unet, ensemble = unet + segformer) of the OOF reference",
     )
+    parser.add_argument(
+        "--oof-recipe", choices=list(OOF_RECIPES), default="default",
+        help="the OOF reference's recipe: the default, or one of the named variants",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--md", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args()
@@ -617,17 +633,19 @@ def main() -> None:
         pairs = [(model, um) for model in args.model for um in args.um_per_px]
         if not args.report:
             for model, um in pairs:
-                run_oof_reference(args.work, args.seeds, um, model)
+                run_oof_reference(args.work, args.seeds, um, model, args.oof_recipe)
         done, results = experiments(), {}
         for model, um in pairs:
-            if (result := oof_report(done, um, model)) is None:
-                sys.exit(f"no same-stain OOF run ({model}, {um:g} µm/px) has finished yet")
+            if (result := oof_report(done, um, model, args.oof_recipe)) is None:
+                sys.exit(f"no same-stain OOF run ({model}, {args.oof_recipe}, {um:g} µm/px) "
+                         "has finished yet")  # fmt: skip
             v = result["oof_dice"]
             print(f"same-stain OOF Dice, model={model} at {um:g} µm/px, {result['images']} "
                   f"real H&E images, {result['seeds']} seed(s): {v[0]:.3f} [{v[1]:.3f}, "
                   f"{v[2]:.3f}]; per seed {result['per_seed']}, per fold "
                   f"{result['per_fold']}")  # fmt: skip
-            results[f"{model}@{um:g}um"] = result
+            how = "" if args.oof_recipe == "default" else f"+{args.oof_recipe}"
+            results[f"{model}{how}@{um:g}um"] = result
         if args.json:
             args.json.write_text(json.dumps({"oof_same_stain": results}, indent=2) + "\n")
         return
