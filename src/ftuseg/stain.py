@@ -198,7 +198,12 @@ class StainNormalizer:
 
     def __call__(self, image: np.ndarray, label: str = "image") -> np.ndarray:
         if self._density is not None:
-            return self._standardize(image, label)
+            from .optics import NoTissueError, standardize_density
+
+            try:
+                return standardize_density(image, self._density, label)
+            except NoTissueError:
+                return self._without_tissue(image, label, "standardise its optical density")
         if self._normalizer is None:
             return image
         import staintools
@@ -212,27 +217,17 @@ class StainNormalizer:
         except Exception as exc:  # staintools raises bare exceptions on tissue-free images
             if "tissue" not in str(exc).lower():
                 raise
-            if self.cfg.no_tissue == "error":
-                raise DataError(
-                    f"{label}: no tissue found, cannot normalise its stains (set "
-                    "stain.normalize.no_tissue: keep to pass such images on un-normalised)"
-                ) from None
-            log.warning("%s: no tissue found, passed on un-normalised (no_tissue: keep)", label)
-            return image
+            return self._without_tissue(image, label, "normalise its stains")
 
-    def _standardize(self, image: np.ndarray, label: str) -> np.ndarray:
-        from .optics import NoTissueError, standardize_density
-
-        try:
-            return standardize_density(image, self._density, label)
-        except NoTissueError:
-            if self.cfg.no_tissue == "error":
-                raise DataError(
-                    f"{label}: no tissue found, cannot standardise its optical density (set "
-                    "stain.normalize.no_tissue: keep to pass such images on un-normalised)"
-                ) from None
-            log.warning("%s: no tissue found, passed on un-normalised (no_tissue: keep)", label)
-            return image
+    def _without_tissue(self, image: np.ndarray, label: str, what: str) -> np.ndarray:
+        """The ``no_tissue`` policy: a DataError naming ``label``, or ``image`` as it is."""
+        if self.cfg.no_tissue == "error":
+            raise DataError(
+                f"{label}: no tissue found, cannot {what} (set stain.normalize.no_tissue: keep "
+                "to pass such images on un-normalised)"
+            ) from None
+        log.warning("%s: no tissue found, passed on un-normalised (no_tissue: keep)", label)
+        return image
 
 
 # ---------------------------------------------------------------------------- augmented copies
