@@ -513,7 +513,25 @@ def table(difficulty: str, rows: dict, um_per_px: float) -> str:
                 f"| {fmt(g['reference'])} | {fmt(g['gap_ratio'])} |"
                 for g in groups
             ]
+        lines += thickness_table(rows, fmt)
     return "\n".join(lines) + "\n"
+
+
+def thickness_table(rows: dict, fmt) -> list[str]:
+    """Every method's gap ratio per third of the test sections' thickness (its own denominator)."""
+    thirds = [g["range"] for g in rows[DEFAULT]["by_degradation"]["thickness"]]
+    lines = [
+        "",
+        "Gap ratio by test-section thickness (optical density ×), every method",
+        "",
+        f"| method | seeds | {' | '.join(thirds)} |",
+        "|---|---|" + "---|" * len(thirds),
+    ]
+    for m, r in rows.items():
+        if m != r["denominator"]:
+            ratios = " | ".join(fmt(g["gap_ratio"]) for g in r["by_degradation"]["thickness"])
+            lines.append(f"| {m} | {r['seeds']} | {ratios} |")
+    return lines
 
 
 # The same-stain reference as the issue defines it: the 85 real H&E images as one training set,
