@@ -68,29 +68,35 @@ def _grid(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[::step, ::step])
 
 
-def tissue_density_top(image: np.ndarray, label: str = "image") -> float:
-    """The 99th percentile of the tissue's glass-corrected optical density (summed over RGB) of
-    an (H, W, 3) uint8 RGB image; a DataError naming ``label`` when it holds no tissue."""
-    od = glass_corrected(optical_density(_grid(image)))
-    tissue = tissue_mask(od)
+def _glass_and_top(image: np.ndarray, label: str) -> tuple[np.ndarray, float]:
+    """The glass level (3,) and the tissue's 99th-percentile glass-corrected density."""
+    od = optical_density(_grid(image))
+    glass = glass_level(od)
+    density = np.maximum(od - glass, 0.0).sum(axis=2)
+    tissue = density > TISSUE_OD
     if np.count_nonzero(tissue) < MIN_TISSUE_PIXELS:
         raise NoTissueError(f"{label}: no tissue found (optical density)")
-    return float(np.percentile(od.sum(axis=2)[tissue], PERCENTILE))
+    return glass, float(np.percentile(density[tissue], PERCENTILE))
+
+
+def tissue_density_top(image: np.ndarray, label: str = "image") -> float:
+    """The 99th percentile of the tissue's glass-corrected optical density (summed over RGB) of
+    an (H, W, 3) uint8 RGB image; a NoTissueError naming ``label`` when it holds no tissue."""
+    return _glass_and_top(image, label)[1]
 
 
 def standardize_density(image: np.ndarray, target: float, label: str = "image") -> np.ndarray:
     """``image`` with its optical density above its own glass scaled by one factor so that its
     tissue's 99th-percentile density is ``target``: a thicker or longer-stained section is made
-    as dark as the reference, stain ratios (hue) and glass unchanged. Raises a DataError naming
-    ``label`` when the image holds no tissue."""
+    as dark as the reference, stain ratios (hue) and glass unchanged. Raises a NoTissueError
+    naming ``label`` when the image holds no tissue."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise DataError(f"{label}: expected an (H, W, 3) uint8 RGB image")
     image = np.ascontiguousarray(image)
-    factor = target / tissue_density_top(image, label)
-    glass = glass_level(optical_density(_grid(image)))
+    glass, top = _glass_and_top(image, label)
     # Per level and channel: OD' = glass + (OD - glass) · factor, floored at the glass (levels
     # brighter than the glass stay as they are): one 256-entry table per channel.
     od = _OD_LUT.reshape(256, 3)
-    scaled = np.where(od > glass, glass + (od - glass) * np.float32(factor), od)
+    scaled = np.where(od > glass, glass + (od - glass) * np.float32(target / top), od)
     lut = np.clip(np.rint(255.0 * np.exp(-scaled)), 0, 255).astype(np.uint8)
     return cv2.LUT(image, lut.reshape(256, 1, 3))

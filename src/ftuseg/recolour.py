@@ -26,11 +26,16 @@ import numpy as np
 from skimage.color import rgb_from_hdx
 
 from .errors import DataError
-from .optics import MIN_TISSUE_PIXELS, TISSUE_OD, glass_corrected, optical_density, tissue_mask
+from .optics import (
+    MIN_TISSUE_PIXELS,
+    PERCENTILE,
+    TISSUE_OD,
+    glass_corrected,
+    optical_density,
+    tissue_mask,
+)
 
 TARGETS = ("he", "pas")
-# Concentrations are scaled so their 99th percentile over tissue matches the reference's.
-PERCENTILE = 99.0
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
