@@ -26,6 +26,7 @@ full budget, OOF Dice on the 85 images.
     python benchmarks/glas_domain.py --work ../glas-bench            # render, run, report
     python benchmarks/glas_domain.py --work ../glas-bench --report   # report finished runs only
     python benchmarks/glas_domain.py --work ../glas-bench --oof-reference --seeds 1
+    python benchmarks/glas_domain.py --work ../glas-bench --oof-reference --oof-recipe tta8
     python benchmarks/glas_domain.py --work ../glas-bench --um-per-px 2.0   # another scale
 
 For the default (``recolour``) the report also splits the test images into thirds of each
