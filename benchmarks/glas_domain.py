@@ -72,6 +72,19 @@ class Method:
     denominator: str = "same-stain"
 
 
+def paired(
+    suffix: str, overrides: tuple[str, ...], about: str, same_about: str
+) -> tuple[Method, Method]:
+    """``recolour-<suffix>`` (the default plus ``overrides``) and its denominator
+    ``same-stain-<suffix>``, trained on the real H&E with the very same recipe."""
+    recipe = ("domain=all", "stain.augment.method=recolour", *overrides)
+    same = f"same-stain-{suffix}"
+    return (
+        Method(f"recolour-{suffix}", "hpa", recipe, about, denominator=same),
+        Method(same, "he", recipe, same_about, denominator=same),
+    )
+
+
 # Does the gap close with training? 3× COMMON's crops (replaces its epochs and crops per image).
 BUDGET_X3 = ("train.epochs=15", "train.samples_per_image=4")
 METHODS = {
@@ -153,35 +166,19 @@ METHODS = {
             ("domain=all", "stain.augment.method=vahadane"),
             "same stain: trained on the real H&E (previous default recipe)",
         ),  # fmt: skip
-        Method(
-            "recolour-od",
-            "hpa",
-            ("domain=all", "stain.augment.method=recolour", "stain.normalize.method=od"),
+        *paired(
+            "od",
+            ("stain.normalize.method=od",),
             "the default with every image's optical density scaled to the H&E reference's "
             "(training and test): section thickness removed",
-            denominator="same-stain-od",
-        ),  # fmt: skip
-        Method(
-            "same-stain-od",
-            "he",
-            ("domain=all", "stain.augment.method=recolour", "stain.normalize.method=od"),
             "same stain with the optical-density standardisation (recolour-od's denominator)",
-            denominator="same-stain-od",
-        ),  # fmt: skip
-        Method(
-            "recolour-x3",
-            "hpa",
-            ("domain=all", "stain.augment.method=recolour", *BUDGET_X3),
+        ),
+        *paired(
+            "x3",
+            BUDGET_X3,
             "the default at 3× the benchmark's training budget (15 epochs of 4 crops per image)",
-            denominator="same-stain-x3",
-        ),  # fmt: skip
-        Method(
-            "same-stain-x3",
-            "he",
-            ("domain=all", "stain.augment.method=recolour", *BUDGET_X3),
             "same stain at 3× the budget (recolour-x3's denominator)",
-            denominator="same-stain-x3",
-        ),  # fmt: skip
+        ),
         Method(
             "same-stain",
             "he",
