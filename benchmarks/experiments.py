@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,3 +64,78 @@ def named_runs(prefix: str) -> dict[str, str]:
             if name and name.startswith(prefix) and sha and finished_run(sha):
                 found.setdefault(name, sha)
     return found
+
+
+def read_at(rev: str, path: str) -> pd.DataFrame:
+    """A CSV file as committed in experiment commit ``rev``."""
+    text = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout  # fmt: skip
+    return pd.read_csv(io.StringIO(text), dtype={"id": str})
+
+
+class RunArchive:
+    """Per-image results of finished runs, kept in one CSV beside a benchmark's tables.
+
+    A ``dvc exp`` run lives in one clone's ``.git`` (``refs/exps``) and is gone with it, and a
+    re-run on another CPU is not byte-identical (torch's CPU kernels differ), so a table built
+    from experiment refs alone cannot be rebuilt elsewhere. The archive keeps, per run and per
+    kind of result (``files``: kind -> the per-image CSV a run writes), the columns ``id``,
+    ``fold`` and ``dice``; a report reads runs from it, and a run it holds counts as finished and
+    is never re-run. A run is archived once: a later experiment of the same name does not
+    replace it (delete its rows to re-run it).
+    """
+
+    COLUMNS = ("run", "kind", "id", "fold", "dice")
+
+    def __init__(self, path: Path, files: Mapping[str, str]) -> None:
+        self.path, self.files = path, dict(files)
+        if path.is_file():
+            self.rows = pd.read_csv(path, dtype={"run": str, "kind": str, "id": str})
+            if tuple(self.rows.columns) != self.COLUMNS:
+                raise ValueError(f"{path}: columns {list(self.rows.columns)}, expected "
+                                 f"{list(self.COLUMNS)}")  # fmt: skip
+            unknown = set(self.rows["kind"]) - set(self.files)
+            if unknown:
+                raise ValueError(f"{path}: unknown kinds {sorted(unknown)}")
+        else:
+            self.rows = pd.DataFrame(columns=list(self.COLUMNS))
+        self.rows["fold"] = self.rows["fold"].astype("Int64")
+
+    def names(self) -> set[str]:
+        return set(self.rows["run"])
+
+    def add(
+        self, runs: Mapping[str, str], read: Callable[[str, str], pd.DataFrame] = read_at
+    ) -> list[str]:
+        """Archive every run of ``runs`` (name -> experiment commit) not archived yet, reading
+        each kind's per-image CSV with ``read(commit, path)``; returns the names added."""
+        new = sorted(set(runs) - self.names())
+        frames = [self.rows] if len(self.rows) else []
+        for name in new:
+            for kind, path in self.files.items():
+                t = read(runs[name], path)
+                if "dice" not in t or "id" not in t:
+                    raise ValueError(f"run {name}: {path} has no id/dice columns")
+                fold = t.get("fold", pd.NA)
+                frames.append(pd.DataFrame({"run": name, "kind": kind, "id": t["id"].astype(str),
+                                            "fold": fold, "dice": t["dice"]}))  # fmt: skip
+        if new:
+            self.rows = pd.concat(frames, ignore_index=True)
+            self.rows["fold"] = self.rows["fold"].astype("Int64")
+        return new
+
+    def table(self, name: str, kind: str) -> pd.DataFrame:
+        """One run's per-image results of one kind: ``id``, ``fold`` (where the run wrote one)
+        and ``dice``, in the order the run wrote them."""
+        sel = self.rows[(self.rows["run"] == name) & (self.rows["kind"] == kind)]
+        if sel.empty:
+            raise KeyError(f"{self.path.name}: no {kind} results of run {name}")
+        return sel[["id", "fold", "dice"]].reset_index(drop=True)
+
+    def save(self) -> None:
+        """Write atomically (a temporary file renamed over the archive), sorted for stable
+        diffs."""
+        out = self.rows.sort_values(["run", "kind"], kind="stable")
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        out.to_csv(tmp, index=False)
+        os.replace(tmp, self.path)

@@ -29,6 +29,11 @@ full budget, OOF Dice on the 85 images.
     python benchmarks/glas_domain.py --work ../glas-bench --oof-reference --oof-recipe tta8
     python benchmarks/glas_domain.py --work ../glas-bench --um-per-px 2.0   # another scale
 
+Every finished run's per-image Dice (real H&E test, in-domain OOF) is archived in
+``benchmarks/results/glas_runs.csv`` (committed): experiment refs stay in the clone that ran
+them and CPU runs are not byte-identical across machines, so the report reads the archive and a
+run already archived is not run again; ``--report`` on a fresh clone rebuilds every table.
+
 For the default (``recolour``) the report also splits the test images into thirds of each
 degradation the hard renderer drew (section thickness, blur, JPEG quality; replayed from the
 images' generators, not stored) and gives the gap ratio per third.
@@ -37,7 +42,6 @@ images' generators, not stored) and gives the gap ratio per third.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import subprocess
 import sys
@@ -48,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tifffile
-from experiments import ROOT, dvc, named_runs
+from experiments import ROOT, RunArchive, dvc, named_runs
 from glas_render import DIFFICULTIES, degrade_he, draws, render_hpa
 
 from ftuseg import rle
@@ -299,9 +303,19 @@ def train_seed(fold: int, seed: int) -> int:
     return 2022 + fold + 100 * seed
 
 
-def experiments() -> dict[str, str]:
-    """Finished experiments: name -> commit."""
-    return named_runs("glas-")
+# Every finished run's per-image results, committed: the tables rebuild on any clone.
+ARCHIVE = ROOT / "benchmarks" / "results" / "glas_runs.csv"
+RESULT_FILES = {"test": "metrics/test_per_image.csv", "oof": "metrics/plots/oof_per_image.csv"}
+
+
+def finished() -> RunArchive:
+    """The archive of finished runs, with this clone's finished ``glas-`` experiments that it
+    does not hold yet added (and saved)."""
+    archive = RunArchive(ARCHIVE, RESULT_FILES)
+    if added := archive.add(named_runs("glas-")):
+        archive.save()
+        print(f"archived {len(added)} run(s) in {ARCHIVE.relative_to(ROOT)}", flush=True)
+    return archive
 
 
 def merged(*groups: tuple[str, ...]) -> list[str]:
@@ -322,7 +336,7 @@ def run_missing(
     """Run every (method, fold, seed) experiment that has not finished yet, one after the other
     (``dvc exp run --temp``: in a temporary copy, the workspace stays as it is); seed by seed,
     so an interrupted benchmark leaves whole seeds."""
-    done, ran = experiments(), []
+    done, ran = finished().names(), []
     todo = [
         (m, f, s)
         for s in range(seeds)
@@ -356,12 +370,6 @@ def run_missing(
     return ran
 
 
-def read_at(rev: str, path: str) -> pd.DataFrame:
-    text = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True,
-                          capture_output=True, text=True).stdout  # fmt: skip
-    return pd.read_csv(io.StringIO(text), dtype={"id": str})
-
-
 def bootstrap(values: np.ndarray, ref: np.ndarray | None = None):
     """Mean (or paired ratio of means with ``ref``) and its 95 % percentile interval. The
     resamples come from one fixed seed, the same for every number, so an interval does not
@@ -377,17 +385,17 @@ def bootstrap(values: np.ndarray, ref: np.ndarray | None = None):
 
 
 def seed_results(
-    difficulty: str, method: str, done: dict[str, str], um_per_px: float
+    difficulty: str, method: str, archive: RunArchive, um_per_px: float
 ) -> list[tuple]:
     """Per seed whose three folds all finished: (per-image test Dice, per-image OOF Dice, per-fold
     test means)."""
-    found = []
+    found, done = [], archive.names()
     for s in range(MAX_SEEDS):
         names = [exp_name(difficulty, method, f, s, um_per_px) for f in range(FOLDS)]
         if not all(n in done for n in names):
             continue
-        test = [read_at(done[n], "metrics/test_per_image.csv") for n in names]
-        oof = [read_at(done[n], "metrics/plots/oof_per_image.csv") for n in names]
+        test = [archive.table(n, "test") for n in names]
+        oof = [archive.table(n, "oof") for n in names]
         # OOF ids repeat across held-out folds (each is a training image of two of them).
         oof_dice = pd.concat(oof).groupby("id")["dice"].mean()
         per_fold = [float(t["dice"].mean()) for t in test]
@@ -399,10 +407,10 @@ def report(difficulty: str, methods: list[str], um_per_px: float) -> dict:
     """Per method: every image's Dice averaged over the method's seeds, bootstrapped over
     images; the ratio is paired image by image against the denominator's seed average; each
     seed's pooled mean (and ratio against the denominator's same seed, where it ran) alongside."""
-    done = experiments()
+    archive = finished()
     # The denominators are always read, whether or not they are among the methods asked for.
     wanted = list(dict.fromkeys([*methods, *(METHODS[m].denominator for m in methods)]))
-    runs = {m: r for m in wanted if (r := seed_results(difficulty, m, done, um_per_px))}
+    runs = {m: r for m in wanted if (r := seed_results(difficulty, m, archive, um_per_px))}
     missing = [m for m in methods if m not in runs]
     if missing:
         print(f"{difficulty}: no seed with all folds finished for {missing} (left out)")
@@ -584,7 +592,7 @@ def run_oof_reference(work: Path, seeds: int, um_per_px: float, model: str, reci
                 "tissue_thickness"]  # fmt: skip
         test.assign(data_source="Hubmap")[cols].to_csv(tmp / "test.csv", index=False)
         tmp.rename(data)
-    done = experiments()
+    done = finished().names()
     for s in range(seeds):
         name = oof_name(s, um_per_px, model, recipe)
         if name in done:
@@ -597,15 +605,15 @@ def run_oof_reference(work: Path, seeds: int, um_per_px: float, model: str, reci
         print(f"{name} done in {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def oof_report(done: dict[str, str], um_per_px: float, model: str, recipe: str) -> dict | None:
+def oof_report(archive: RunArchive, um_per_px: float, model: str, recipe: str) -> dict | None:
     """OOF Dice (the ensemble stage's tuned threshold) on the 85 images for one working scale
     and ensemble (``conf/model/``), per seed and averaged per image over the seeds, with its
     bootstrap interval; None when no run of that pair has finished."""
     names = [oof_name(s, um_per_px, model, recipe) for s in range(MAX_SEEDS)]
-    runs = [done[n] for n in names if n in done]
+    runs = [n for n in names if n in archive.names()]
     if not runs:
         return None
-    per_seed = [read_at(r, "metrics/plots/oof_per_image.csv").set_index("id") for r in runs]
+    per_seed = [archive.table(n, "oof").set_index("id") for n in runs]
     dice = pd.concat([t["dice"] for t in per_seed], axis=1).mean(axis=1)
     return {
         "oof_dice": bootstrap(dice.to_numpy()),
@@ -660,9 +668,9 @@ def main() -> None:
         if not args.report:
             for model, um in pairs:
                 run_oof_reference(args.work, args.seeds, um, model, args.oof_recipe)
-        done, results = experiments(), {}
+        archive, results = finished(), {}
         for model, um in pairs:
-            if (result := oof_report(done, um, model, args.oof_recipe)) is None:
+            if (result := oof_report(archive, um, model, args.oof_recipe)) is None:
                 sys.exit(f"no same-stain OOF run ({model}, {args.oof_recipe}, {um:g} µm/px) "
                          "has finished yet")  # fmt: skip
             v = result["oof_dice"]
