@@ -20,13 +20,14 @@ domain-gap ratio cross ÷ same-stain, each with a 95 % bootstrap interval over i
 paired, image by image), plus each seed's mean and ratio.
 
 ``--oof-reference`` runs the same-stain reference the issue defines instead: all 85 real H&E
-images as one training set, the pipeline's own 2-fold cross-validation at the sample profile's
-full budget, OOF Dice on the 85 images.
+images as one training set, the pipeline's own cross-validation at the sample profile's full
+budget (2 folds; ``--oof-recipe 5fold``: 5, as the kaggle profile), OOF Dice on the 85 images.
 
     python benchmarks/glas_domain.py --work ../glas-bench            # render, run, report
     python benchmarks/glas_domain.py --work ../glas-bench --report   # report finished runs only
     python benchmarks/glas_domain.py --work ../glas-bench --oof-reference --seeds 1
     python benchmarks/glas_domain.py --work ../glas-bench --oof-reference --oof-recipe tta8
+    python benchmarks/glas_domain.py --work ../glas-bench --oof-reference --oof-recipe 5fold
     python benchmarks/glas_domain.py --work ../glas-bench --um-per-px 2.0   # another scale
 
 Every finished run's per-image Dice (real H&E test, in-domain OOF) is archived in
