@@ -25,14 +25,13 @@ difference to the baseline, per organ, and the HPA OOF Dice.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import subprocess
 import time
 
 import numpy as np
 import pandas as pd
-from experiments import ROOT, dvc, named_runs
+from experiments import ROOT, dvc, named_runs, read_at, show_at
 
 ORGANS = ("kidney", "prostate", "largeintestine", "spleen", "lung")
 BASELINE = "none"
@@ -57,11 +56,6 @@ def exp_name(variant: str, seed: int) -> str:
 def experiments() -> dict[str, str]:
     """Finished ``domain-*`` experiments: name -> commit."""
     return named_runs("domain-")
-
-
-def read_at(rev: str, path: str) -> str:
-    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True,
-                          capture_output=True, text=True).stdout  # fmt: skip
 
 
 def run_missing(variants: list[str], seeds: list[int]) -> None:
@@ -100,9 +94,8 @@ def collect(variants: list[str], seeds: list[int]) -> dict[str, dict]:
         runs = [(s, done[exp_name(variant, s)]) for s in seeds if exp_name(variant, s) in done]
         if not runs:
             continue
-        per_image = [pd.read_csv(io.StringIO(read_at(r, "metrics/test_per_image.csv")),
-                                 dtype={"id": str}).set_index("id") for _, r in runs]  # fmt: skip
-        oof = [json.loads(read_at(r, "metrics/ensemble.json"))["ensemble"]["dice"] for _, r in runs]
+        per_image = [read_at(r, "metrics/test_per_image.csv").set_index("id") for _, r in runs]
+        oof = [json.loads(show_at(r, "metrics/ensemble.json"))["ensemble"]["dice"] for _, r in runs]
         rows[variant] = {
             "seeds": [s for s, _ in runs],
             "dice": pd.concat([p["dice"] for p in per_image], axis=1).mean(axis=1),

@@ -66,11 +66,15 @@ def named_runs(prefix: str) -> dict[str, str]:
     return found
 
 
-def read_at(rev: str, path: str) -> pd.DataFrame:
-    """A CSV file as committed in experiment commit ``rev``."""
-    text = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True,
+def show_at(rev: str, path: str) -> str:
+    """A file's text as committed in experiment commit ``rev``."""
+    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True,
                           capture_output=True, text=True).stdout  # fmt: skip
-    return pd.read_csv(io.StringIO(text), dtype={"id": str})
+
+
+def read_at(rev: str, path: str) -> pd.DataFrame:
+    """A per-image CSV as committed in experiment commit ``rev`` (ids kept as strings)."""
+    return pd.read_csv(io.StringIO(show_at(rev, path)), dtype={"id": str})
 
 
 class RunArchive:

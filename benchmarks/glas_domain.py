@@ -611,7 +611,8 @@ def oof_report(archive: RunArchive, um_per_px: float, model: str, recipe: str) -
     and ensemble (``conf/model/``), per seed and averaged per image over the seeds, with its
     bootstrap interval; None when no run of that pair has finished."""
     names = [oof_name(s, um_per_px, model, recipe) for s in range(MAX_SEEDS)]
-    runs = [n for n in names if n in archive.names()]
+    done = archive.names()
+    runs = [n for n in names if n in done]
     if not runs:
         return None
     per_seed = [archive.table(n, "oof").set_index("id") for n in runs]
