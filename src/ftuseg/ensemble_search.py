@@ -252,6 +252,113 @@ class EnsembleResult:
     per_image: pd.DataFrame  # id, organ, dice of the ensemble at its thresholds
 
 
+def fixed_weights_of(
+    fixed: dict[str, float], models: Sequence[str], coverage: Sequence[Any]
+) -> np.ndarray:
+    """``ensemble.weights`` as a normalised vector over ``models``, checked to give every organ
+    a covering member."""
+    weights = np.array([float(fixed.get(n, 0.0)) for n in models])
+    if weights.sum() <= 0:
+        raise DataError("ensemble.weights must give at least one model a positive weight")
+    weights = weights / weights.sum()
+    for organ in ORGANS:
+        try:
+            member_weights(weights, coverage, organ)
+        except ValueError as exc:
+            raise DataError(f"ensemble.weights: {exc}") from None
+    return weights
+
+
+def searched_weights(
+    prepared_dir: Path, oof_dir: Path, models: Sequence[str], ids: Sequence[str],
+    organs: np.ndarray, grid: np.ndarray, coverage: Sequence[Any],
+) -> np.ndarray:  # fmt: skip
+    """Weights by coordinate ascent at training scale. One image in memory at a time: the
+    search works on the compressed :class:`LevelTable`."""
+    table = LevelTable(len(models))
+    for i in track(ids, description="ensemble: index OOF maps"):
+        table.add([read_oof_map(oof_dir, n, i) for n in models], load_prepared(prepared_dir, i)[1])
+    weights, _ = search_weights(table, None, organs, grid, coverage=coverage)
+    return weights
+
+
+def score_thresholds(
+    raw_dir: Path, oof_dir: Path, models: Sequence[str], ids: Sequence[str],
+    candidates: dict[str, np.ndarray], coverage: Sequence[Any], evaluated: np.ndarray,
+    min_component_um2: float,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per candidate weighting (name -> weights), the (images, thresholds) Dice table at the
+    original resolution against the real masks. ``"ensemble"`` uses the members' organ
+    coverage; any other candidate (a model on its own) is scored on every image, as if it
+    covered every organ."""
+    csv_path = raw_dir / "train.csv"
+    meta = read_metadata(csv_path, "train").set_index("id", drop=False)
+    no_coverage = [None] * len(models)
+    tables = {k: np.zeros((len(ids), evaluated.size)) for k in candidates}
+    for i, image_id in enumerate(track(ids, description="ensemble: score thresholds")):
+        row = meta.loc[image_id]
+        truth = row_mask(row, csv_path)
+        maps = [read_oof_map(oof_dir, n, image_id) for n in models]
+        for key, w in candidates.items():
+            if key != "ensemble" and len(models) == 1:  # the one model is the ensemble
+                tables[key][i] = tables["ensemble"][i]
+                continue
+            cov = coverage if key == "ensemble" else no_coverage
+            prob = ensemble_prob(maps, member_weights(w, cov, row.organ), truth.shape)
+            if min_component_um2 > 0:
+                tables[key][i] = [
+                    dice(postprocess(prob, t, row.pixel_size, min_component_um2), truth)
+                    for t in evaluated
+                ]
+            else:
+                tables[key][i] = dice_from_counts(*threshold_counts(prob, truth, evaluated))
+    return tables
+
+
+def checked_coverage(oof_dir: Path, models: Sequence[str], organs: np.ndarray) -> list[Any]:
+    """Each member's organ coverage (None: every organ); an error when an organ of the OOF
+    images has no member."""
+    coverage = read_coverage(oof_dir, models)
+    uncovered = sorted(
+        {o for o in organs if all(cov is not None and o not in cov for cov in coverage)}
+    )
+    if uncovered:
+        raise DataError(f"ensemble.models: no member covers organ(s) {uncovered}")
+    return coverage
+
+
+def ensemble_metrics(
+    tables: dict[str, np.ndarray], index: pd.DataFrame, models: Sequence[str],
+    weights: np.ndarray, evaluated: np.ndarray, on_grid: np.ndarray,
+) -> tuple[dict[str, float], dict[str, Any], np.ndarray]:  # fmt: skip
+    """The ensemble's per-organ thresholds (best on the grid), its metrics (at those, at the
+    reference threshold, each model alone at its own) and its per-image Dice at its thresholds."""
+    organs = index["organ"].to_numpy()
+    column = {float(t): j for j, t in enumerate(evaluated)}
+
+    def summary(key: str) -> tuple[dict[str, float], dict[str, Any], np.ndarray]:
+        chosen, _ = best_thresholds(tables[key][:, on_grid], organs, evaluated[on_grid])
+        per_image = np.array([tables[key][i, column[chosen[o]]] for i, o in enumerate(organs)])
+        return chosen, summarise(index[["id", "organ"]].assign(dice=per_image)), per_image
+
+    chosen, ens_metrics, ens_per_image = summary("ensemble")
+    default_col = column[float(REFERENCE_THRESHOLD)]
+    metrics: dict[str, Any] = {
+        "ensemble": ens_metrics,
+        "ensemble_at_default_threshold": summarise(
+            index[["id", "organ"]].assign(dice=tables["ensemble"][:, default_col])
+        ),
+        "weights": {n: round(float(w), 4) for n, w in zip(models, weights, strict=True)},
+        "single_models": {n: summary(n)[1] for n in models},
+    }
+    best_single = max(models, key=lambda n: metrics["single_models"][n]["dice"])
+    metrics["best_single_model"] = {
+        "name": best_single,
+        "dice": metrics["single_models"][best_single]["dice"],
+    }
+    return chosen, metrics, ens_per_image
+
+
 def search_ensemble(
     raw_dir: str | Path,
     prepared_dir: str | Path,
@@ -268,94 +375,30 @@ def search_ensemble(
     ``fixed_weights`` skips the weight search; ``untuned_threshold`` is recorded for organs
     the OOF data has no image of (None: predicting such an organ is an error).
     """
-    raw_dir = Path(raw_dir)
-    csv_path = raw_dir / "train.csv"
+    raw_dir, prepared_dir, oof_dir = Path(raw_dir), Path(prepared_dir), Path(oof_dir)
     grid = np.asarray(sorted(thresholds), dtype=np.float64)
     if grid.size == 0 or grid.min() <= 0 or grid.max() >= 1:
         raise DataError("ensemble.thresholds must be a non-empty list of values in (0, 1)")
     evaluated = np.union1d(grid, [REFERENCE_THRESHOLD])
     on_grid = np.isin(evaluated, grid)
-    meta = read_metadata(csv_path, "train").set_index("id", drop=False)
     index = read_index(prepared_dir)
     ids, organs = index["id"].tolist(), index["organ"].to_numpy()
     models = list(models)
 
-    coverage = read_coverage(oof_dir, models)
-    uncovered = sorted(
-        {o for o in organs if all(cov is not None and o not in cov for cov in coverage)}
-    )
-    if uncovered:
-        raise DataError(f"ensemble.models: no member covers organ(s) {uncovered}")
+    coverage = checked_coverage(oof_dir, models, organs)
     if fixed_weights:
-        weights = np.array([float(fixed_weights.get(n, 0.0)) for n in models])
-        if weights.sum() <= 0:
-            raise DataError("ensemble.weights must give at least one model a positive weight")
-        weights = weights / weights.sum()
-        for organ in ORGANS:
-            try:
-                member_weights(weights, coverage, organ)
-            except ValueError as exc:
-                raise DataError(f"ensemble.weights: {exc}") from None
+        weights = fixed_weights_of(fixed_weights, models, coverage)
     else:
-        # One image in memory at a time: the search works on the compressed LevelTable.
-        table = LevelTable(len(models))
-        for i in track(ids, description="ensemble: index OOF maps"):
-            table.add(
-                [read_oof_map(oof_dir, n, i) for n in models], load_prepared(prepared_dir, i)[1]
-            )
-        weights, _ = search_weights(table, None, organs, grid, coverage=coverage)
+        weights = searched_weights(prepared_dir, oof_dir, models, ids, organs, grid, coverage)
 
-    # Exact scoring at the original resolution: the ensemble, and each model on its own (a
-    # specialist alone is scored on every image, as if it covered every organ).
     candidates = {"ensemble": weights, **{n: np.eye(len(models))[j] for j, n in enumerate(models)}}
-    no_coverage = [None] * len(models)
-    tables: dict[str, np.ndarray] = {k: np.zeros((len(ids), evaluated.size)) for k in candidates}
-    for i, image_id in enumerate(track(ids, description="ensemble: score thresholds")):
-        row = meta.loc[image_id]
-        truth = row_mask(row, csv_path)
-        maps = [read_oof_map(oof_dir, n, image_id) for n in models]
-        for key, w in candidates.items():
-            if key != "ensemble" and len(models) == 1:
-                tables[key][i] = tables["ensemble"][i]
-                continue
-            cov = coverage if key == "ensemble" else no_coverage
-            w = member_weights(w, cov, row.organ)
-            prob = ensemble_prob(maps, w, truth.shape)
-            if min_component_um2 > 0:
-                tables[key][i] = [
-                    dice(postprocess(prob, t, row.pixel_size, min_component_um2), truth)
-                    for t in evaluated
-                ]
-            else:
-                tables[key][i] = dice_from_counts(*threshold_counts(prob, truth, evaluated))
+    tables = score_thresholds(
+        raw_dir, oof_dir, models, ids, candidates, coverage, evaluated, min_component_um2
+    )
 
-    def summary(key: str) -> tuple[dict[str, float], dict[str, Any], np.ndarray]:
-        chosen, _ = best_thresholds(tables[key][:, on_grid], organs, evaluated[on_grid])
-        column = {float(t): j for j, t in enumerate(evaluated)}
-        per_image = np.array([tables[key][i, column[chosen[o]]] for i, o in enumerate(organs)])
-        return chosen, summarise(index[["id", "organ"]].assign(dice=per_image)), per_image
-
-    chosen, ens_metrics, ens_per_image = summary("ensemble")
-    default_col = int(np.flatnonzero(evaluated == REFERENCE_THRESHOLD)[0])
-    metrics: dict[str, Any] = {
-        "ensemble": ens_metrics,
-        "ensemble_at_default_threshold": summarise(
-            index[["id", "organ"]].assign(dice=tables["ensemble"][:, default_col])
-        ),
-        "weights": {n: round(float(w), 4) for n, w in zip(models, weights, strict=True)},
-        "single_models": {n: summary(n)[1] for n in models},
-    }
-    best_single = max(models, key=lambda n: metrics["single_models"][n]["dice"])
-    metrics["best_single_model"] = {
-        "name": best_single,
-        "dice": metrics["single_models"][best_single]["dice"],
-    }
-
-    curves = pd.DataFrame({"threshold": evaluated[on_grid]})
-    for organ in ORGANS:
-        sel = organs == organ
-        if sel.any():
-            curves[organ] = np.round(tables["ensemble"][sel][:, on_grid].mean(axis=0), 5)
+    chosen, metrics, ens_per_image = ensemble_metrics(
+        tables, index, models, weights, evaluated, on_grid
+    )
     config = EnsembleConfig(
         members={n: round(float(w), 6) for n, w in zip(models, weights, strict=True) if w > 0},
         thresholds=chosen,
@@ -363,4 +406,19 @@ def search_ensemble(
         untuned_threshold=untuned_threshold,
     )
     per_image = index[["id", "organ", "fold"]].assign(dice=np.round(ens_per_image, 5))
-    return EnsembleResult(config, metrics, curves, per_image)
+    return EnsembleResult(
+        config,
+        metrics,
+        organ_curves(tables["ensemble"][:, on_grid], organs, evaluated[on_grid]),
+        per_image,
+    )
+
+
+def organ_curves(table: np.ndarray, organs: np.ndarray, grid: np.ndarray) -> pd.DataFrame:
+    """Mean Dice per threshold of every organ present (the ensemble's threshold curves)."""
+    curves = pd.DataFrame({"threshold": grid})
+    for organ in ORGANS:
+        sel = organs == organ
+        if sel.any():
+            curves[organ] = np.round(table[sel].mean(axis=0), 5)
+    return curves
