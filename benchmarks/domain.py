@@ -16,7 +16,13 @@ One experiment per (variant, seed), all with the sample U-Net alone (`-S model=u
 A seed sets ``train.seed`` and ``stain.augment.seed``. Prints the HuBMAP-like test Dice (the
 sample's 10 H&E/PAS images at the real HuBMAP pixel sizes) as the mean over seeds with a 95 %
 bootstrap interval over images (each image's Dice averaged over the seeds first), the paired
-difference to the baseline, per organ, and the HPA OOF Dice.
+difference to the baseline, per organ, and the HPA OOF Dice (the ensemble stage's, at its tuned
+thresholds).
+
+Every finished run's per-image Dice (HuBMAP-like test, HPA OOF) is archived in
+``benchmarks/results/domain_runs.csv`` (committed, as the real-pixel benchmark's): the report
+reads the archive, so it rebuilds on a clone without the experiment refs, and a run already
+archived is not run again.
 
     python benchmarks/domain.py --run [--variants all none] [--seeds 2022 2023 2024]
     python benchmarks/domain.py [--md benchmarks/results/domain.md]   # report finished runs
@@ -31,7 +37,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from experiments import ROOT, dvc, named_runs, read_at, show_at
+from experiments import ROOT, RunArchive, archived, dvc
 
 ORGANS = ("kidney", "prostate", "largeintestine", "spleen", "lung")
 BASELINE = "none"
@@ -47,21 +53,23 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "all-od": ("domain=all", "stain.augment.method=recolour", "stain.normalize.method=od"),
 }
 BOOTSTRAP = 10_000
+ARCHIVE = ROOT / "benchmarks" / "results" / "domain_runs.csv"
+RESULT_FILES = {"test": "metrics/test_per_image.csv", "oof": "metrics/plots/oof_per_image.csv"}
 
 
 def exp_name(variant: str, seed: int) -> str:
     return f"domain-{variant}-s{seed}"
 
 
-def experiments() -> dict[str, str]:
-    """Finished ``domain-*`` experiments: name -> commit."""
-    return named_runs("domain-")
+def finished() -> RunArchive:
+    """The archive of finished runs, with this clone's finished ``domain-`` experiments added."""
+    return archived(ARCHIVE, RESULT_FILES, "domain-", extra=("organ",))
 
 
 def run_missing(variants: list[str], seeds: list[int]) -> None:
     """Every missing (variant, seed) run, seed-major so that an interrupted ablation still has
     every variant at the first seeds."""
-    done = experiments()
+    done = finished().names()
     todo = [(v, s) for s in seeds for v in variants if exp_name(v, s) not in done]
     for k, (variant, seed) in enumerate(todo, 1):
         name = exp_name(variant, seed)
@@ -89,13 +97,14 @@ def interval(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float
 
 def collect(variants: list[str], seeds: list[int]) -> dict[str, dict]:
     """Per variant: per-image test Dice averaged over its finished seeds, and the OOF Dice."""
-    done, rows = experiments(), {}
+    archive, rows = finished(), {}
     for variant in variants:
-        runs = [(s, done[exp_name(variant, s)]) for s in seeds if exp_name(variant, s) in done]
+        runs = [(s, exp_name(variant, s)) for s in seeds if exp_name(variant, s) in archive.names()]
         if not runs:
             continue
-        per_image = [read_at(r, "metrics/test_per_image.csv").set_index("id") for _, r in runs]
-        oof = [json.loads(show_at(r, "metrics/ensemble.json"))["ensemble"]["dice"] for _, r in runs]
+        per_image = [archive.table(name, "test").set_index("id") for _, name in runs]
+        # The ensemble stage's OOF Dice: the mean of its per-image Dice at the tuned thresholds.
+        oof = [archive.table(name, "oof")["dice"].mean() for _, name in runs]
         rows[variant] = {
             "seeds": [s for s, _ in runs],
             "dice": pd.concat([p["dice"] for p in per_image], axis=1).mean(axis=1),

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -84,25 +84,26 @@ class RunArchive:
     re-run on another CPU is not byte-identical (torch's CPU kernels differ), so a table built
     from experiment refs alone cannot be rebuilt elsewhere. The archive keeps, per run and per
     kind of result (``files``: kind -> the per-image CSV a run writes), the columns ``id``,
-    ``fold`` and ``dice``; a report reads runs from it, and a run it holds counts as finished and
-    is never re-run. A run is archived once: a later experiment of the same name does not
-    replace it (delete its rows to re-run it).
+    ``fold``, the ``extra`` ones a report needs (e.g. ``organ``) and ``dice``; a report reads
+    runs from it, and a run it holds counts as finished and is never re-run. A run is archived
+    once: a later experiment of the same name does not replace it (delete its rows to re-run it).
     """
 
-    COLUMNS = ("run", "kind", "id", "fold", "dice")
-
-    def __init__(self, path: Path, files: Mapping[str, str]) -> None:
-        self.path, self.files = path, dict(files)
+    def __init__(self, path: Path, files: Mapping[str, str], extra: Sequence[str] = ()) -> None:
+        self.path, self.files, self.extra = path, dict(files), tuple(extra)
+        self.columns = ("run", "kind", "id", "fold", *self.extra, "dice")
         if path.is_file():
-            self.rows = pd.read_csv(path, dtype={"run": str, "kind": str, "id": str})
-            if tuple(self.rows.columns) != self.COLUMNS:
+            self.rows = pd.read_csv(
+                path, dtype={"run": str, "kind": str, "id": str, **dict.fromkeys(self.extra, str)}
+            )
+            if tuple(self.rows.columns) != self.columns:
                 raise ValueError(f"{path}: columns {list(self.rows.columns)}, expected "
-                                 f"{list(self.COLUMNS)}")  # fmt: skip
+                                 f"{list(self.columns)}")  # fmt: skip
             unknown = set(self.rows["kind"]) - set(self.files)
             if unknown:
                 raise ValueError(f"{path}: unknown kinds {sorted(unknown)}")
         else:
-            self.rows = pd.DataFrame(columns=list(self.COLUMNS))
+            self.rows = pd.DataFrame(columns=list(self.columns))
         self.rows["fold"] = self.rows["fold"].astype("Int64")
 
     def names(self) -> set[str]:
@@ -118,23 +119,26 @@ class RunArchive:
         for name in new:
             for kind, path in self.files.items():
                 t = read(runs[name], path)
-                if "dice" not in t or "id" not in t:
-                    raise ValueError(f"run {name}: {path} has no id/dice columns")
-                fold = t.get("fold", pd.NA)
-                frames.append(pd.DataFrame({"run": name, "kind": kind, "id": t["id"].astype(str),
-                                            "fold": fold, "dice": t["dice"]}))  # fmt: skip
+                missing = [c for c in ("id", *self.extra, "dice") if c not in t]
+                if missing:
+                    raise ValueError(f"run {name}: {path} has no {'/'.join(missing)} column")
+                frames.append(pd.DataFrame({
+                    "run": name, "kind": kind, "id": t["id"].astype(str),
+                    "fold": t.get("fold", pd.NA), **{c: t[c].astype(str) for c in self.extra},
+                    "dice": t["dice"],
+                }))  # fmt: skip
         if new:
             self.rows = pd.concat(frames, ignore_index=True)
             self.rows["fold"] = self.rows["fold"].astype("Int64")
         return new
 
     def table(self, name: str, kind: str) -> pd.DataFrame:
-        """One run's per-image results of one kind: ``id``, ``fold`` (where the run wrote one)
-        and ``dice``, in the order the run wrote them."""
+        """One run's per-image results of one kind: ``id``, ``fold`` (where the run wrote one),
+        the extra columns and ``dice``, in the order the run wrote them."""
         sel = self.rows[(self.rows["run"] == name) & (self.rows["kind"] == kind)]
         if sel.empty:
             raise KeyError(f"{self.path.name}: no {kind} results of run {name}")
-        return sel[["id", "fold", "dice"]].reset_index(drop=True)
+        return sel[list(self.columns[2:])].reset_index(drop=True)
 
     def save(self) -> None:
         """Write atomically (a temporary file renamed over the archive), sorted for stable
@@ -143,3 +147,15 @@ class RunArchive:
         tmp = self.path.with_name(self.path.name + ".tmp")
         out.to_csv(tmp, index=False)
         os.replace(tmp, self.path)
+
+
+def archived(
+    path: Path, files: Mapping[str, str], prefix: str, extra: Sequence[str] = ()
+) -> RunArchive:
+    """The archive at ``path`` with this clone's finished experiments named ``prefix...`` that
+    it does not hold yet added (and saved)."""
+    archive = RunArchive(path, files, extra)
+    if added := archive.add(named_runs(prefix)):
+        archive.save()
+        print(f"archived {len(added)} run(s) in {path.relative_to(ROOT)}", flush=True)
+    return archive

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tifffile
-from experiments import ROOT, RunArchive, dvc, named_runs
+from experiments import ROOT, RunArchive, archived, dvc
 from glas_render import DIFFICULTIES, degrade_he, draws, render_hpa
 
 from ftuseg import rle
@@ -310,13 +310,8 @@ RESULT_FILES = {"test": "metrics/test_per_image.csv", "oof": "metrics/plots/oof_
 
 
 def finished() -> RunArchive:
-    """The archive of finished runs, with this clone's finished ``glas-`` experiments that it
-    does not hold yet added (and saved)."""
-    archive = RunArchive(ARCHIVE, RESULT_FILES)
-    if added := archive.add(named_runs("glas-")):
-        archive.save()
-        print(f"archived {len(added)} run(s) in {ARCHIVE.relative_to(ROOT)}", flush=True)
-    return archive
+    """The archive of finished runs, with this clone's finished ``glas-`` experiments added."""
+    return archived(ARCHIVE, RESULT_FILES, "glas-")
 
 
 def merged(*groups: tuple[str, ...]) -> list[str]:

@@ -64,7 +64,7 @@ def test_missing_run_and_bad_files_are_errors(tmp_path: Path) -> None:
     archive = RunArchive(tmp_path / "runs.csv", FILES)
     with pytest.raises(KeyError, match="run-x"):
         archive.table("run-x", "test")
-    with pytest.raises(ValueError, match="no id/dice"):
+    with pytest.raises(ValueError, match="no dice column"):
         archive.add({"bad": "r"}, lambda rev, path: pd.DataFrame({"id": ["1"]}))
     bad = tmp_path / "bad.csv"
     bad.write_text("run,kind,id,dice\n")
@@ -81,3 +81,22 @@ def test_save_is_atomic_and_leaves_no_temporary(tmp_path: Path) -> None:
     archive.add({"run-a": "ra"}, fake_runs({"ra": 0.5}))
     archive.save()
     assert [p.name for p in tmp_path.iterdir()] == ["runs.csv"]
+
+
+def test_extra_columns_are_kept_as_text_and_required(tmp_path: Path) -> None:
+    """The sample ablation's report needs each image's organ: an extra column survives the
+    round trip, and a run whose file lacks it is refused by name."""
+    path = tmp_path / "runs.csv"
+    archive = RunArchive(path, FILES, extra=("organ",))
+    archive.add({"run-a": "ra"}, fake_runs({"ra": 0.5}))
+    archive.save()
+    again = RunArchive(path, FILES, extra=("organ",))
+    test = again.table("run-a", "test")
+    assert list(test.columns) == ["id", "fold", "organ", "dice"]
+    assert test["organ"].tolist() == ["x", "x"]
+    assert test["dice"].tolist() == [0.5, 0.25]
+    with pytest.raises(ValueError, match="columns"):  # read without the extra column
+        RunArchive(path, FILES)
+    no_organ = lambda rev, path: pd.DataFrame({"id": ["1"], "dice": [0.5]})  # noqa: E731
+    with pytest.raises(ValueError, match="run-b: .* no organ column"):
+        again.add({"run-b": "rb"}, no_organ)
