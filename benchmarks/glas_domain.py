@@ -399,13 +399,24 @@ def seed_results(
     return found
 
 
+def baseline_of(method: str) -> str | None:
+    """The cross-stain run a method is compared with, paired image by image: the default
+    (``recolour``) with the same recipe, i.e. the one sharing its denominator (``recolour-x3``
+    for ``pseudo-x3``). None for the baselines themselves and the same-stain runs."""
+    m = METHODS[method]
+    base = DEFAULT + m.denominator[len(DENOMINATOR) :]
+    return None if m.stain == "he" or base == method or base not in METHODS else base
+
+
 def report(difficulty: str, methods: list[str], um_per_px: float) -> dict:
     """Per method: every image's Dice averaged over the method's seeds, bootstrapped over
-    images; the ratio is paired image by image against the denominator's seed average; each
-    seed's pooled mean (and ratio against the denominator's same seed, where it ran) alongside."""
+    images; the ratio is paired image by image against the denominator's seed average, and so
+    is the difference to the method's baseline (:func:`baseline_of`); each seed's pooled mean
+    (and ratio against the denominator's same seed, where it ran) alongside."""
     archive = finished()
-    # The denominators are always read, whether or not they are among the methods asked for.
-    wanted = list(dict.fromkeys([*methods, *(METHODS[m].denominator for m in methods)]))
+    # Denominators and baselines are always read, whether or not they are among the methods.
+    shown = list(dict.fromkeys([*methods, *(METHODS[m].denominator for m in methods)]))
+    wanted = list(dict.fromkeys([*shown, *filter(None, map(baseline_of, methods))]))
     runs = {m: r for m in wanted if (r := seed_results(difficulty, m, archive, um_per_px))}
     missing = [m for m in methods if m not in runs]
     if missing:
@@ -430,7 +441,7 @@ def report(difficulty: str, methods: list[str], um_per_px: float) -> dict:
         else None
     )
     rows = {}
-    for m, results in runs.items():
+    for m, results in [(m, runs[m]) for m in shown if m in runs]:
         denominator = METHODS[m].denominator
         ref, ref_seeds = refs[denominator], [r[0].mean() for r in runs[denominator]]
         cross = averaged(results, 0)
@@ -452,6 +463,14 @@ def report(difficulty: str, methods: list[str], um_per_px: float) -> dict:
             "per_fold_cross_stain": [[round(v, 4) for v in r[2]] for r in results],
             "images": len(cross),
         }
+        if (base := baseline_of(m)) in runs:
+            other = averaged(runs[base], 0)
+            if not cross.index.equals(other.index):
+                raise SystemExit(f"{m}: tested on other images than {base}")
+            diff = (cross - other).to_numpy()
+            rows[m]["baseline"] = base
+            rows[m]["delta_vs_baseline"] = bootstrap(diff)
+            rows[m]["better_than_baseline"] = [int((diff > 0).sum()), len(diff)]
         if drawn is not None:
             rows[m]["by_degradation"] = by_degradation(cross, ref, drawn)
     return rows
@@ -496,8 +515,9 @@ def table(difficulty: str, rows: dict, um_per_px: float) -> str:
         f"images; ratios ÷ the method's same-stain run, `{DENOMINATOR}` unless named)",
         "",
         "| method | what | seeds | cross-stain Dice (real H&E) | in-domain OOF (rendered) "
-        "| gap ratio | per seed: cross-stain (ratio) |",
-        "|---|---|---|---|---|---|---|",
+        "| gap ratio | Δ cross-stain vs baseline, paired (images better) "
+        "| per seed: cross-stain (ratio) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m, r in rows.items():
         seeds = ", ".join(
@@ -505,9 +525,13 @@ def table(difficulty: str, rows: dict, um_per_px: float) -> str:
             for c, g in zip(r["cross_stain_per_seed"], r["gap_ratio_per_seed"], strict=True)
         )
         per = "" if r["denominator"] == DENOMINATOR else f" (÷ `{r['denominator']}`)"
+        delta = "–"
+        if "baseline" in r:
+            d, (k, n) = r["delta_vs_baseline"], r["better_than_baseline"]
+            delta = f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] vs `{r['baseline']}` ({k}/{n})"
         lines.append(
             f"| {m} | {METHODS[m].about} | {r['seeds']} | {fmt(r['cross_stain'])} "
-            f"| {fmt(r['in_domain_oof'])} | {fmt(r['gap_ratio'])}{per} | {seeds} |"
+            f"| {fmt(r['in_domain_oof'])} | {fmt(r['gap_ratio'])}{per} | {delta} | {seeds} |"
         )
     if DEFAULT in rows and "by_degradation" in rows[DEFAULT]:
         lines += [

@@ -1,0 +1,31 @@
+"""benchmarks/glas_domain: which runs a method's row is compared with (no training here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from glas_domain import METHODS, baseline_of, exp_name, merged  # noqa: E402
+
+
+def test_each_variant_is_compared_with_the_default_of_its_own_recipe() -> None:
+    """A paired difference is only meaningful between runs of the same budget and test-side
+    handling: pseudo-x3 against recolour-x3, not against the 1x default."""
+    assert baseline_of("pseudo-x3") == "recolour-x3"
+    assert baseline_of("pseudo") == "recolour"
+    assert baseline_of("recolour-od") is None  # recolour-od is its recipe's default itself
+    assert baseline_of("recolour") is None
+    assert baseline_of("same-stain-x3") is None
+    for name, method in METHODS.items():
+        base = baseline_of(name)
+        if base is not None:
+            assert METHODS[base].denominator == method.denominator
+            assert METHODS[base].stain == method.stain == "hpa"
+
+
+def test_a_methods_budget_replaces_the_common_one() -> None:
+    sets = merged(("train.epochs=10", "model=unet"), ("train.epochs=15", "domain=all"))
+    assert sets == ["model=unet", "train.epochs=15", "domain=all"]
+    assert exp_name("hard", "pseudo-x3", 2, 1, 2.0) == "glas-hard-pseudo-x3-2um-f2-s1"
+    assert exp_name("hard", "recolour", 0) == "glas-hard-recolour-f0"
