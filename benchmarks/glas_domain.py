@@ -193,6 +193,22 @@ METHODS = {
             denominator="same-stain-x3",
         ),  # fmt: skip
         Method(
+            "pseudo-heavy-x3",
+            "hpa",
+            (
+                "domain=all",
+                "stain.augment.method=recolour",
+                *BUDGET_X3,
+                "train.pseudo_start=5",
+                "train.pseudo_share=0.6",
+                "train.pseudo_confidence=0.8",
+            ),
+            "recolour-x3 + pseudo-labels from epoch 5 of 15, 60 % of crops, confident at 0.8 "
+            "(more of the H&E seen, boundaries kept)",
+            target=True,
+            denominator="same-stain-x3",
+        ),  # fmt: skip
+        Method(
             "same-stain",
             "he",
             ("domain=all", "stain.augment.method=recolour"),
