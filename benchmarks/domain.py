@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[2022, 2023, 2024])
     parser.add_argument("--json", type=str, help="write the summary here")
+    parser.add_argument("--md", type=str, help="write the table here (markdown)")
     args = parser.parse_args()
     if args.run:
         run_missing(args.variants, args.seeds)
@@ -160,6 +161,8 @@ def main() -> None:
     print(table)
     if args.json:
         (ROOT / args.json).write_text(json.dumps(summary, indent=1) + "\n")
+    if args.md:
+        (ROOT / args.md).write_text(table + "\n")
 
 
 if __name__ == "__main__":
