@@ -209,6 +209,15 @@ METHODS = {
             denominator="same-stain-x3",
         ),  # fmt: skip
         Method(
+            "dann-x3",
+            "hpa",
+            ("domain=all", "stain.augment.method=recolour", *BUDGET_X3, "train.domain_weight=0.3"),
+            "recolour-x3 + domain-adversarial loss on unlabeled H&E (the default's copies; "
+            "`dann` ran with the staintools ones)",
+            target=True,
+            denominator="same-stain-x3",
+        ),  # fmt: skip
+        Method(
             "same-stain",
             "he",
             ("domain=all", "stain.augment.method=recolour"),
