@@ -283,16 +283,14 @@ def searched_weights(
 
 
 def score_thresholds(
-    raw_dir: Path, oof_dir: Path, models: Sequence[str], ids: Sequence[str],
+    csv_path: Path, meta: pd.DataFrame, oof_dir: Path, models: Sequence[str], ids: Sequence[str],
     candidates: dict[str, np.ndarray], coverage: Sequence[Any], evaluated: np.ndarray,
     min_component_um2: float,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Per candidate weighting (name -> weights), the (images, thresholds) Dice table at the
-    original resolution against the real masks. ``"ensemble"`` uses the members' organ
-    coverage; any other candidate (a model on its own) is scored on every image, as if it
-    covered every organ."""
-    csv_path = raw_dir / "train.csv"
-    meta = read_metadata(csv_path, "train").set_index("id", drop=False)
+    original resolution against the real masks (``meta``: ``csv_path``'s rows by id).
+    ``"ensemble"`` uses the members' organ coverage; any other candidate (a model on its own) is
+    scored on every image, as if it covered every organ."""
     no_coverage = [None] * len(models)
     tables = {k: np.zeros((len(ids), evaluated.size)) for k in candidates}
     for i, image_id in enumerate(track(ids, description="ensemble: score thresholds")):
@@ -381,6 +379,8 @@ def search_ensemble(
         raise DataError("ensemble.thresholds must be a non-empty list of values in (0, 1)")
     evaluated = np.union1d(grid, [REFERENCE_THRESHOLD])
     on_grid = np.isin(evaluated, grid)
+    csv_path = raw_dir / "train.csv"  # read before the search: a bad row fails fast
+    meta = read_metadata(csv_path, "train").set_index("id", drop=False)
     index = read_index(prepared_dir)
     ids, organs = index["id"].tolist(), index["organ"].to_numpy()
     models = list(models)
@@ -393,7 +393,7 @@ def search_ensemble(
 
     candidates = {"ensemble": weights, **{n: np.eye(len(models))[j] for j, n in enumerate(models)}}
     tables = score_thresholds(
-        raw_dir, oof_dir, models, ids, candidates, coverage, evaluated, min_component_um2
+        csv_path, meta, oof_dir, models, ids, candidates, coverage, evaluated, min_component_um2
     )
 
     chosen, metrics, ens_per_image = ensemble_metrics(
