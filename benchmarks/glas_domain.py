@@ -17,7 +17,9 @@ per method: cross-stain Dice (real H&E test), in-domain Dice (OOF on the rendere
 images, tuned thresholds), the same-stain run with the method's recipe (``same-stain`` for the
 default's; ``Method.denominator``) and the
 domain-gap ratio cross ÷ same-stain, each with a 95 % bootstrap interval over images (the ratio
-paired, image by image), plus each seed's mean and ratio.
+paired, image by image), the paired cross-stain difference to the default with the same recipe
+(``baseline_of``: ``pseudo-x3`` against ``recolour-x3``) and how many images it wins, plus each
+seed's mean and ratio.
 
 ``--oof-reference`` runs the same-stain reference the issue defines instead: all 85 real H&E
 images as one training set, the pipeline's own cross-validation at the sample profile's full
