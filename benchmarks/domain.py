@@ -98,8 +98,9 @@ def interval(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float
 def collect(variants: list[str], seeds: list[int]) -> dict[str, dict]:
     """Per variant: per-image test Dice averaged over its finished seeds, and the OOF Dice."""
     archive, rows = finished(), {}
+    done = archive.names()  # a set built from every row: once, not per (variant, seed)
     for variant in variants:
-        runs = [(s, exp_name(variant, s)) for s in seeds if exp_name(variant, s) in archive.names()]
+        runs = [(s, exp_name(variant, s)) for s in seeds if exp_name(variant, s) in done]
         if not runs:
             continue
         per_image = [archive.table(name, "test").set_index("id") for _, name in runs]
