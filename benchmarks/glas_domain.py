@@ -39,7 +39,9 @@ run already archived is not run again; ``--report`` on a fresh clone rebuilds ev
 
 For the default (``recolour``) the report also splits the test images into thirds of each
 degradation the hard renderer drew (section thickness, blur, JPEG quality; replayed from the
-images' generators, not stored) and gives the gap ratio per third.
+images' generators, not stored) and gives the gap ratio per third. For every cross-stain method
+it splits the gap ratio into the rendition's ceiling and the transfer (:mod:`glas_gap`), the
+ceiling also per antibody pattern of the rendered images.
 """
 
 from __future__ import annotations
@@ -56,13 +58,13 @@ import numpy as np
 import pandas as pd
 import tifffile
 from experiments import ROOT, RunArchive, archived, dvc
-from glas_render import DIFFICULTIES, degrade_he, draws, render_hpa
+from glas_gap import bootstrap, ceiling_by_group, decompose
+from glas_render import DIFFICULTIES, PATTERNS, degrade_he, draws, render_hpa
 
 from ftuseg import rle
 
 GLAS = ROOT.parent / "shared" / "glas-train"
 FOLDS = 3
-BOOTSTRAP = 2000
 MAX_SEEDS = 10
 
 
@@ -393,20 +395,6 @@ def run_missing(
     return ran
 
 
-def bootstrap(values: np.ndarray, ref: np.ndarray | None = None):
-    """Mean (or paired ratio of means with ``ref``) and its 95 % percentile interval. The
-    resamples come from one fixed seed, the same for every number, so an interval does not
-    depend on what else a report holds."""
-    n = len(values)
-    idx = np.random.default_rng(0).integers(0, n, size=(BOOTSTRAP, n))
-    if ref is None:
-        stat, boot = values.mean(), values[idx].mean(axis=1)
-    else:
-        stat, boot = values.mean() / ref.mean(), values[idx].mean(axis=1) / ref[idx].mean(axis=1)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return float(stat), float(lo), float(hi)
-
-
 def seed_results(
     difficulty: str, method: str, archive: RunArchive, um_per_px: float
 ) -> list[tuple]:
@@ -459,7 +447,9 @@ def report(difficulty: str, methods: list[str], um_per_px: float) -> dict:
     def averaged(results: list[tuple], k: int) -> pd.Series:
         return pd.concat([r[k] for r in results], axis=1).mean(axis=1)
 
-    refs = {d: averaged(runs[d], 0) for d in {METHODS[m].denominator for m in runs}}
+    denominators = {METHODS[m].denominator for m in runs}
+    refs = {d: averaged(runs[d], 0) for d in denominators}
+    oof_refs = {d: averaged(runs[d], 1) for d in denominators}
     # The hard renderer's test degradations, replayed once for all methods.
     index = next(iter(refs.values())).index
     drawn = (
@@ -467,6 +457,7 @@ def report(difficulty: str, methods: list[str], um_per_px: float) -> dict:
         if difficulty == "hard"
         else None
     )
+    patterns = pd.Series({i: draws(i, difficulty)[0] for i in index})
     rows = {}
     for m, results in [(m, runs[m]) for m in shown if m in runs]:
         denominator = METHODS[m].denominator
@@ -500,6 +491,10 @@ def report(difficulty: str, methods: list[str], um_per_px: float) -> dict:
             rows[m]["better_than_baseline"] = [int((diff > 0).sum()), len(diff)]
         if drawn is not None:
             rows[m]["by_degradation"] = by_degradation(cross, ref, drawn)
+        if METHODS[m].stain == "hpa":
+            oof, oof_ref = averaged(results, 1), oof_refs[denominator]
+            rows[m] |= decompose(cross, ref, oof, oof_ref)
+            rows[m]["ceiling_by_pattern"] = ceiling_by_group(oof, oof_ref, patterns)
     return rows
 
 
@@ -575,7 +570,48 @@ def table(difficulty: str, rows: dict, um_per_px: float) -> str:
                 for g in groups
             ]
         lines += thickness_table(rows, fmt)
+    lines += gap_tables(rows, fmt)
     return "\n".join(lines) + "\n"
+
+
+def gap_tables(rows: dict, fmt) -> list[str]:
+    """Every cross-stain method's gap ratio as ceiling × transfer (:mod:`glas_gap`), and the
+    ceiling per antibody pattern of the rendered images."""
+    hpa = {m: r for m, r in rows.items() if "ceiling" in r}
+    if not hpa:
+        return []
+    lines = [
+        "",
+        "Where the gap comes from: gap ratio = ceiling × transfer. Ceiling = in-domain OOF ÷ the "
+        "same-stain run's OOF on the same images as real H&E (both undegraded): the ratio a "
+        "perfect stain transfer would reach. Transfer = (cross-stain ÷ in-domain) ÷ (same-stain "
+        "test ÷ same-stain OOF): what stain handling can move",
+        "",
+        "| method | seeds | gap ratio | ceiling | transfer |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {m} | {r['seeds']} | {fmt(r['gap_ratio'])} | {fmt(r['ceiling'])} "
+        f"| {fmt(r['transfer'])} |"
+        for m, r in hpa.items()
+    ]
+    patterns = [p for p in PATTERNS if p in next(iter(hpa.values()))["ceiling_by_pattern"]]
+    counts = next(iter(hpa.values()))["ceiling_by_pattern"]
+    lines += [
+        "",
+        "Ceiling by the antibody pattern each image was rendered with "
+        "(in-domain OOF ÷ same-stain OOF on those images)",
+        "",
+        "| method | " + " | ".join(f"{p} ({counts[p]['images']})" for p in patterns) + " |",
+        "|---|" + "---|" * len(patterns),
+    ]
+    lines += [
+        f"| {m} | "
+        + " | ".join(fmt(r["ceiling_by_pattern"][p]["ceiling"]) for p in patterns)
+        + " |"
+        for m, r in hpa.items()
+    ]
+    return lines
 
 
 def thickness_table(rows: dict, fmt) -> list[str]:
