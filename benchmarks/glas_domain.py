@@ -423,11 +423,28 @@ def baseline_of(method: str) -> str | None:
     return None if m.stain == "he" or base == method or base not in METHODS else base
 
 
-def report(difficulty: str, methods: list[str], um_per_px: float) -> dict:
-    """Per method: every image's Dice averaged over the method's seeds, bootstrapped over
-    images; the ratio is paired image by image against the denominator's seed average, and so
-    is the difference to the method's baseline (:func:`baseline_of`); each seed's pooled mean
-    (and ratio against the denominator's same seed, where it ran) alongside."""
+@dataclass(frozen=True)
+class Pooled:
+    """A method's finished seeds pooled: every image's Dice averaged over the seeds (real H&E
+    test; in-domain OOF), and each seed's pooled test mean and per-fold test means."""
+
+    test: pd.Series
+    oof: pd.Series
+    seed_means: list[float]
+    per_fold: list[list[float]]
+
+    @classmethod
+    def of(cls, results: list[tuple]) -> Pooled:
+        def averaged(k: int) -> pd.Series:
+            return pd.concat([r[k] for r in results], axis=1).mean(axis=1)
+
+        seeds = [float(r[0].mean()) for r in results]
+        return cls(averaged(0), averaged(1), seeds, [[round(v, 4) for v in r[2]] for r in results])
+
+
+def finished_methods(difficulty: str, methods: list[str], um_per_px: float) -> dict[str, Pooled]:
+    """The methods asked for, their denominators and baselines, each with at least one seed
+    whose folds all finished; a method whose denominator has none is left out, said so."""
     archive = finished()
     # Denominators and baselines are always read, whether or not they are among the methods.
     shown = list(dict.fromkeys([*methods, *(METHODS[m].denominator for m in methods)]))
@@ -443,59 +460,64 @@ def report(difficulty: str, methods: list[str], um_per_px: float) -> dict:
             del runs[m]
     if not runs:
         sys.exit(f"{difficulty}: no method with a finished same-stain run to divide by")
+    return {m: Pooled.of(runs[m]) for m in wanted if m in runs}
 
-    def averaged(results: list[tuple], k: int) -> pd.Series:
-        return pd.concat([r[k] for r in results], axis=1).mean(axis=1)
 
-    denominators = {METHODS[m].denominator for m in runs}
-    refs = {d: averaged(runs[d], 0) for d in denominators}
-    oof_refs = {d: averaged(runs[d], 1) for d in denominators}
-    # The hard renderer's test degradations, replayed once for all methods.
-    index = next(iter(refs.values())).index
+def report(difficulty: str, methods: list[str], um_per_px: float) -> dict:
+    """Per method (and its denominator): every image's Dice averaged over the method's seeds,
+    bootstrapped over images; the ratio is paired image by image against the denominator's seed
+    average, and so is the difference to the method's baseline (:func:`baseline_of`); each
+    seed's pooled mean (and ratio against the denominator's same seed, where it ran) alongside;
+    for cross-stain methods the ratio's split into ceiling and transfer (:mod:`glas_gap`)."""
+    pooled = finished_methods(difficulty, methods, um_per_px)
+    index = next(iter(pooled.values())).test.index
+    # The renderer's draws, replayed once for all methods: test degradations, antibody patterns.
     drawn = (
         pd.DataFrame({i: vars(draws(i, "hard")[2]) for i in index}).T
         if difficulty == "hard"
         else None
     )
     patterns = pd.Series({i: draws(i, difficulty)[0] for i in index})
+    shown = dict.fromkeys([*methods, *(METHODS[m].denominator for m in methods)])
     rows = {}
-    for m, results in [(m, runs[m]) for m in shown if m in runs]:
-        denominator = METHODS[m].denominator
-        ref, ref_seeds = refs[denominator], [r[0].mean() for r in runs[denominator]]
-        cross = averaged(results, 0)
-        if not cross.index.equals(ref.index):
-            raise SystemExit(f"{m}: tested on other images than {denominator}")
-        seeds = [float(r[0].mean()) for r in results]
-        rows[m] = {
-            "cross_stain": bootstrap(cross.to_numpy()),
-            "in_domain_oof": bootstrap(averaged(results, 1).to_numpy()),
-            "denominator": denominator,
-            "reference": bootstrap(ref.to_numpy()),
-            "gap_ratio": bootstrap(cross.to_numpy(), ref.to_numpy()),
-            "seeds": len(results),
-            "cross_stain_per_seed": [round(v, 4) for v in seeds],
-            "gap_ratio_per_seed": [
-                round(v / ref_seeds[k], 4) if k < len(ref_seeds) else None
-                for k, v in enumerate(seeds)
-            ],
-            "per_fold_cross_stain": [[round(v, 4) for v in r[2]] for r in results],
-            "images": len(cross),
-        }
-        if (base := baseline_of(m)) in runs:
-            other = averaged(runs[base], 0)
-            if not cross.index.equals(other.index):
-                raise SystemExit(f"{m}: tested on other images than {base}")
-            diff = (cross - other).to_numpy()
-            rows[m]["baseline"] = base
-            rows[m]["delta_vs_baseline"] = bootstrap(diff)
-            rows[m]["better_than_baseline"] = [int((diff > 0).sum()), len(diff)]
+    for m in (m for m in shown if m in pooled):
+        run, ref = pooled[m], pooled[METHODS[m].denominator]
+        rows[m] = method_row(m, run, ref, pooled.get(baseline_of(m) or ""))
         if drawn is not None:
-            rows[m]["by_degradation"] = by_degradation(cross, ref, drawn)
+            rows[m]["by_degradation"] = by_degradation(run.test, ref.test, drawn)
         if METHODS[m].stain == "hpa":
-            oof, oof_ref = averaged(results, 1), oof_refs[denominator]
-            rows[m] |= decompose(cross, ref, oof, oof_ref)
-            rows[m]["ceiling_by_pattern"] = ceiling_by_group(oof, oof_ref, patterns)
+            rows[m] |= decompose(run.test, ref.test, run.oof, ref.oof)
+            rows[m]["ceiling_by_pattern"] = ceiling_by_group(run.oof, ref.oof, patterns)
     return rows
+
+
+def method_row(m: str, run: Pooled, ref: Pooled, base: Pooled | None) -> dict:
+    """One method's numbers against its denominator ``ref`` and its baseline ``base``."""
+    for other, what in ((ref, METHODS[m].denominator), (base, baseline_of(m))):
+        if other is not None and not run.test.index.equals(other.test.index):
+            raise SystemExit(f"{m}: tested on other images than {what}")
+    cross = run.test.to_numpy()
+    row = {
+        "cross_stain": bootstrap(cross),
+        "in_domain_oof": bootstrap(run.oof.to_numpy()),
+        "denominator": METHODS[m].denominator,
+        "reference": bootstrap(ref.test.to_numpy()),
+        "gap_ratio": bootstrap(cross, ref.test.to_numpy()),
+        "seeds": len(run.seed_means),
+        "cross_stain_per_seed": [round(v, 4) for v in run.seed_means],
+        "gap_ratio_per_seed": [
+            round(v / ref.seed_means[k], 4) if k < len(ref.seed_means) else None
+            for k, v in enumerate(run.seed_means)
+        ],
+        "per_fold_cross_stain": run.per_fold,
+        "images": len(cross),
+    }
+    if base is not None:
+        diff = cross - base.test.to_numpy()
+        row["baseline"] = baseline_of(m)
+        row["delta_vs_baseline"] = bootstrap(diff)
+        row["better_than_baseline"] = [int((diff > 0).sum()), len(diff)]
+    return row
 
 
 # Thirds of each test degradation's range (glas_render.draw_degradation).
