@@ -621,7 +621,7 @@ def gap_tables(rows: dict, fmt) -> list[str]:
         "Where the gap comes from: gap ratio = ceiling × transfer. Ceiling = in-domain OOF ÷ the "
         "same-stain run's OOF on the same images as real H&E (both undegraded): the ratio a "
         "perfect stain transfer would reach. Transfer = (cross-stain ÷ in-domain) ÷ (same-stain "
-        "test ÷ same-stain OOF): what stain handling can move",
+        "test ÷ same-stain OOF): what carries over to the other stain",
         "",
         "| method | seeds | gap ratio | ceiling | transfer |",
         "|---|---|---|---|---|",
