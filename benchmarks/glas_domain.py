@@ -202,6 +202,13 @@ METHODS = {
             "the recoloured copies and scale handling (zoom, thickness adaptation) only",
             "same stain with the lean-scale recipe (recolour-lean-scale's denominator)",
         ),
+        # Cut-mix and cut-out change no colour: do they only cost in-domain Dice (the ceiling)?
+        *paired(
+            "nocut",
+            ("augment.cutmix=0", "augment.cutout=0"),
+            "the default without cut-mix and cut-out (its colour, thickness and scale parts kept)",
+            "same stain without cut-mix and cut-out (recolour-nocut's denominator)",
+        ),
         Method(
             "pseudo-x3",
             "hpa",
