@@ -79,17 +79,26 @@ class Method:
     target: bool = False  # reads fold<f>/target (unlabeled H&E) as data.unlabeled_dir
     # The same-stain run its gap ratio divides by: the same recipe trained on the real H&E.
     denominator: str = "same-stain"
+    # The cross-stain run it is compared with image by image (:func:`baseline_of`); unset: the
+    # default with the method's own recipe.
+    baseline: str | None = None
+
+
+DEFAULT = "recolour"  # the pipeline's default configuration (conf/domain/all.yaml)
 
 
 def paired(
-    suffix: str, overrides: tuple[str, ...], about: str, same_about: str
+    suffix: str, overrides: tuple[str, ...], about: str, same_about: str, budget: bool = False
 ) -> tuple[Method, Method]:
     """``recolour-<suffix>`` (the default plus ``overrides``) and its denominator
-    ``same-stain-<suffix>``, trained on the real H&E with the very same recipe."""
+    ``same-stain-<suffix>``, trained on the real H&E with the very same recipe. A recipe
+    variant is also compared with the default itself; a ``budget`` variant is a default of its
+    own (the default's cross-stain Dice at another budget is no baseline)."""
     recipe = ("domain=all", "stain.augment.method=recolour", *overrides)
     same = f"same-stain-{suffix}"
+    base = None if budget else DEFAULT
     return (
-        Method(f"recolour-{suffix}", "hpa", recipe, about, denominator=same),
+        Method(f"recolour-{suffix}", "hpa", recipe, about, denominator=same, baseline=base),
         Method(same, "he", recipe, same_about, denominator=same),
     )
 
@@ -187,6 +196,7 @@ METHODS = {
             BUDGET_X3,
             "the default at 3× the benchmark's training budget (15 epochs of 4 crops per image)",
             "same stain at 3× the budget (recolour-x3's denominator)",
+            budget=True,
         ),
         # The full recipe's augmentations cost in-domain Dice at this budget (flips only scores
         # 0.726 in-domain, the default 0.680): the recoloured copies with less around them.
@@ -254,7 +264,6 @@ METHODS = {
 # definition: `same-stain` for the default's; Method.denominator); `reference` is the same with
 # the previous default, kept as a row.
 DENOMINATOR = "same-stain"
-DEFAULT = "recolour"  # the pipeline's default configuration (conf/domain/all.yaml)
 # What every run shares: the U-Net alone (sample size, from scratch) and a budget that fits 2 CPU
 # cores: 10 epochs of 2 crops per image (≈ 560 crops of 160² per inner fold, about a fifth of the
 # sample profile's 2,400; ≈ 6 min per run on 2 idle cores). The working scale is a flag
@@ -436,10 +445,13 @@ def seed_results(
 
 
 def baseline_of(method: str) -> str | None:
-    """The cross-stain run a method is compared with, paired image by image: the default
-    (``recolour``) with the same recipe, i.e. the one sharing its denominator (``recolour-x3``
-    for ``pseudo-x3``). None for the baselines themselves and the same-stain runs."""
+    """The cross-stain run a method is compared with, paired image by image: its explicit
+    ``Method.baseline`` (the default, for a recipe variant at the default's budget), else the
+    default with the same recipe, i.e. the one sharing its denominator (``recolour-x3`` for
+    ``pseudo-x3``). None for the baselines themselves and the same-stain runs."""
     m = METHODS[method]
+    if m.baseline is not None:
+        return m.baseline
     base = DEFAULT + m.denominator[len(DENOMINATOR) :]
     return None if m.stain == "he" or base == method or base not in METHODS else base
 
