@@ -650,8 +650,8 @@ def gap_tables(rows: dict, fmt) -> list[str]:
         f"| {fmt(r['transfer'])} |"
         for m, r in hpa.items()
     ]
-    patterns = [p for p in PATTERNS if p in next(iter(hpa.values()))["ceiling_by_pattern"]]
-    counts = next(iter(hpa.values()))["ceiling_by_pattern"]
+    counts = next(iter(hpa.values()))["ceiling_by_pattern"]  # the same images in every row
+    patterns = [p for p in PATTERNS if p in counts]
     lines += [
         "",
         "Ceiling by the antibody pattern each image was rendered with "
