@@ -12,7 +12,7 @@ UV_VERSION := 0.13.8
 # 6 s instead of 17 s when PYTHONDONTWRITEBYTECODE is set).
 UV := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
 
-.PHONY: setup lock repro test lint bench rehearsal clean-venv
+.PHONY: setup lock repro test test-fast lint docs research-tables bench rehearsal clean-venv
 
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,10 +29,23 @@ lock:  ## re-resolve every dependency to its newest allowed version (then re-run
 repro: setup  ## run the whole DVC pipeline (sample data by default)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-test: setup  ## lint, then the unit and end-to-end tests
-	$(BIN)/ruff check src stages tests benchmarks
-	$(BIN)/ruff format --check src stages tests benchmarks
+LINTED := src stages tests benchmarks research docs
+
+lint: setup  ## ruff: lint and format check
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+test: lint  ## what CI runs: lint, then every test (unit, slow, end-to-end, research)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+test-fast: lint  ## the inner loop: every test but the slow and end-to-end ones
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not e2e and not slow" --durations=5
+
+docs: setup  ## regenerate docs/results.md from metrics/ and benchmarks/results/
+	$(BIN)/python docs/build_results.py
+
+research-tables: setup  ## rebuild the research study's archived tables from its run archive
+	$(BIN)/python research/tables.py
 
 bench: setup  ## speed benchmarks against named baselines
 	$(BIN)/python benchmarks/rle.py

@@ -2,7 +2,7 @@
 the kaggle profile's 0.8 µm/px), 3 member models.
 
 Baseline, measured in the same run: the per-pixel objective (what the search evaluated before
-the LevelTable): for every image, combine the member maps (ftuseg.maps.combine) and count every
+the LevelTable): for every image, combine the member maps (ftuseg.infer.maps.combine) and count every
 pixel against every threshold (threshold_counts). Against it: building the LevelTable once
 (distinct member-level tuples per image) and one objective evaluation on it; both give the same
 value, which is checked. The table is evaluated one image at a time on one thread per core
@@ -28,10 +28,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ftuseg.ensemble_search import LevelTable, best_thresholds, search_weights, threshold_counts
-from ftuseg.maps import combine, quantize
-from ftuseg.metrics import dice_from_counts
-from ftuseg.organs import ORGANS
+from ftuseg.core.metrics import dice_from_counts
+from ftuseg.core.organs import ORGANS
+from ftuseg.ensemble.search import LevelTable, best_thresholds, search_weights, threshold_counts
+from ftuseg.infer.maps import combine, quantize
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = np.round(np.arange(0.1, 0.91, 0.05), 4)
@@ -73,8 +73,8 @@ def pipeline_oof_ratio() -> dict | None:
     models = sorted(p.name for p in oof.glob("*") if p.is_dir()) if oof.is_dir() else []
     if not models:
         return None
-    from ftuseg.layout import read_oof_map
-    from ftuseg.prepare import load_prepared, read_index
+    from ftuseg.data.prepare import load_prepared, read_index
+    from ftuseg.ensemble.oof_maps import read_oof_map
 
     index = read_index(ROOT / "data/prepared")
     table = LevelTable(len(models))

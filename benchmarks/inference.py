@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ftuseg.inference import InferenceConfig, Member, Predictor, tiles
+from ftuseg.core.utils import read_yaml
+from ftuseg.infer.engine import InferenceConfig, Member, Predictor, tiles
 from ftuseg.models import build_model
-from ftuseg.utils import read_yaml
 
 UM_PER_PX = 1.0  # images are given at the model's scale, so the engine sees N x N pixels
 

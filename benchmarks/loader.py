@@ -29,21 +29,21 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from ftuseg.augment import (
+from ftuseg.data.prepare import PrepareConfig, prepare, read_index
+from ftuseg.data.sample import SampleConfig, generate
+from ftuseg.domain.augment import (
     AugmentConfig,
     add_noise,
     adjust_contrast,
     adjust_hsv,
     cutout,
     hed_jitter,
+    random_dihedral,
     rotate_scale,
     thickness_adapt,
 )
-from ftuseg.datasets import CropDataset
 from ftuseg.models import build_model
-from ftuseg.prepare import PrepareConfig, prepare, read_index
-from ftuseg.sample import SampleConfig, generate
-from ftuseg.transforms import random_dihedral
+from ftuseg.train.datasets import CropDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 CROP = 768
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the model")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    cv2.setNumThreads(1)  # what a data-loader worker runs with (ftuseg.datasets)
+    cv2.setNumThreads(1)  # what a data-loader worker runs with (ftuseg.train.datasets)
     torch.set_num_threads(1)
     results: dict = {"crop": CROP, "um_per_px": UM_PER_PX}
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,8 +21,8 @@ import torch
 import yaml
 from experiments import ROOT, dvc, finished_experiments
 
-from ftuseg.losses import SegmentationLoss
 from ftuseg.models import build_model
+from ftuseg.models.losses import SegmentationLoss
 
 CONF = ROOT / "conf"
 CROP = {"sample": 160, "full": 512}

@@ -7,7 +7,7 @@ each organ's real pixel size, 768² crops, 4 loader workers, HRNet-W32 from a lo
 one optimiser step per fold), then every stage alone (`dvc repro -s <stage>`; through `ensemble` at the smaller sizes, the whole
 chain at the largest: the test set does not change with the training set) under
 `/usr/bin/time`: wall time and peak RSS (the largest single process of the stage, loader
-workers included). Then the packaged kernel runs offline (ftuseg.kaggle.run_offline: an
+workers included). Then the packaged kernel runs offline (ftuseg.kaggle.offline.run_offline: an
 environment holding only torch, torchvision, numpy, pandas; no package index; no network; the
 training weights file moved away) and its submission.csv is compared with the pipeline's.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from ftuseg.kaggle import run_offline
+from ftuseg.kaggle.offline import run_offline
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDS = 3  # conf/profile/rehearsal.yaml

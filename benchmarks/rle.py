@@ -1,4 +1,4 @@
-"""RLE encode/decode speed: ftuseg.rle against the classic Kaggle implementation.
+"""RLE encode/decode speed: ftuseg.core.rle against the classic Kaggle implementation.
 
 Baseline ("classic"), measured in the same run on the same real 3000x3000 masks:
   decode: split the string, loop over runs filling a flat array, reshape, transpose;
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ftuseg import rle
+from ftuseg.core import rle
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """Whole-slide prediction speed and memory: megapixels per second and peak RSS on a 20k² and a
 40k² px pyramidal OME-TIFF, and the share of time tissue detection saves.
 
-The slides are synthetic (:mod:`ftuseg.synthetic_slide`): a grid of 4096 px cells on glass, 10 %
+The slides are synthetic (:mod:`ftuseg.data.synthetic_slide`): a grid of 4096 px cells on glass, 10 %
 of them holding tissue that repeats the sample's kidney images; 0.5 µm/px (a HuBMAP kidney
 slide's pixel size). The ensemble is the pipeline's own (``models/`` + ``data/ensemble.yaml``,
 from ``make repro``), through ``ftuseg predict`` exactly as a user runs it. Each run is its own
@@ -28,8 +28,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ftuseg.data import read_image  # noqa: E402
-from ftuseg.synthetic_slide import write_synthetic_slide  # noqa: E402
+from ftuseg.data.contract import read_image  # noqa: E402
+from ftuseg.data.synthetic_slide import write_synthetic_slide  # noqa: E402
 
 PIXEL_SIZE = 0.5
 TISSUE = 0.1  # share of 4096 px cells with tissue (whole slides are mostly glass)

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
-from ftuseg.prepare import PrepareConfig, prepare
-from ftuseg.sample import SampleConfig, generate
-from ftuseg.train import TrainConfig, train_fold
+from ftuseg.data.prepare import PrepareConfig, prepare
+from ftuseg.data.sample import SampleConfig, generate
+from ftuseg.train.config import TrainConfig
+from ftuseg.train.loop import train_fold
 
 MODEL = {
     "arch": "smp_unet",
@@ -55,7 +56,7 @@ def main() -> None:
         t_one = single(root / "one", cfg)
         script = root / "ddp.py"
         script.write_text(
-            "import json, sys\nfrom ftuseg.train import TrainConfig, train_fold\n"
+            "import json, sys\nfrom ftuseg.train.loop import TrainConfig, train_fold\n"
             "p, m, c, out = json.loads(sys.argv[1])\n"
             "train_fold(p, 'unet', m, 0, TrainConfig(**c), 4.0, out + '/ckpt', out + '/live')\n"
         )

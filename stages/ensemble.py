@@ -7,12 +7,13 @@ import _checkout  # noqa: F401  (before any ftuseg import)
 import pandas as pd
 import typer
 
-from ftuseg.ensemble_search import search_ensemble
-from ftuseg.errors import DataError
-from ftuseg.gallery import write_gallery
-from ftuseg.layout import read_coverage
-from ftuseg.stage import group, load_params, stage_main
-from ftuseg.utils import write_csv, write_json
+from ftuseg.core.errors import DataError
+from ftuseg.core.layout import Layout
+from ftuseg.core.stage import group, load_params, stage_main
+from ftuseg.core.utils import write_csv, write_json
+from ftuseg.ensemble.gallery import write_gallery
+from ftuseg.ensemble.oof_maps import read_coverage
+from ftuseg.ensemble.search import search_ensemble
 
 app = typer.Typer(add_completion=False)
 
@@ -20,15 +21,11 @@ app = typer.Typer(add_completion=False)
 @app.command()
 @stage_main
 def main(
-    prepared: Path = Path("data/prepared"),
-    oof: Path = Path("data/oof"),
-    out: Path = Path("data/ensemble.yaml"),
-    metrics: Path = Path("metrics/ensemble.json"),
-    plots: Path = Path("metrics/plots"),
-    gallery: Path = Path("metrics/gallery"),
     params: Path = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
+    layout = Layout.from_params(p)
+    raw_dir, oof, plots = layout.raw, layout.oof, layout.metric("plots")
     ens = group(p, "ensemble")
     models = list(ens["models"])
     fixed = ens.get("weights") or {}
@@ -37,12 +34,11 @@ def main(
         raise DataError(
             f"params.yaml: ensemble.weights names models not in ensemble.models: {sorted(unknown)}"
         )
-    raw_dir = group(p, "data")["raw_dir"]
     # Only the post-processing of the engine matters here: no torch, no model zoo.
     min_component_um2 = float(group(p, "inference")["min_component_um2"])
     result = search_ensemble(
         raw_dir,
-        prepared,
+        layout.prepared,
         oof,
         models,
         ens["thresholds"],
@@ -51,8 +47,8 @@ def main(
         min_component_um2=min_component_um2,
         untuned_threshold=ens.get("untuned_threshold"),
     )
-    result.config.save(out)
-    write_json(metrics, result.metrics)
+    result.config.save(layout.ensemble)
+    write_json(layout.metric("ensemble.json"), result.metrics)
     write_csv(plots / "thresholds.csv", result.curves)
     organ_dice = {
         k[len("dice_") :]: v for k, v in result.metrics["ensemble"].items() if k.startswith("dice_")
@@ -69,7 +65,7 @@ def main(
         [result.config.members.get(m, 0.0) for m in models],
         result.config.thresholds,
         result.per_image,
-        gallery,
+        layout.metric("gallery"),
         worst_k=int(ens.get("gallery_worst_k", 2)),
         min_component_um2=min_component_um2,
         coverage=read_coverage(oof, models),

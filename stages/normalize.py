@@ -6,8 +6,9 @@ from pathlib import Path
 import _checkout  # noqa: F401  (before any ftuseg import)
 import typer
 
-from ftuseg.stage import load_params, make_config, stage_main
-from ftuseg.stain import NormalizeConfig, run_normalize_stage
+from ftuseg.core.layout import Layout
+from ftuseg.core.stage import load_params, make_config, stage_main
+from ftuseg.domain.normalize import NormalizeConfig, run_normalize_stage
 
 app = typer.Typer(add_completion=False)
 
@@ -15,13 +16,12 @@ app = typer.Typer(add_completion=False)
 @app.command()
 @stage_main
 def main(
-    prepared: Path = Path("data/prepared"),
-    stain_dir: Path = Path("data/stain"),
-    out: Path = Path("data/normalized"),
     params: Path = Path("params.yaml"),
 ) -> None:
-    cfg = make_config(NormalizeConfig, load_params(params), "stain", "normalize")
-    table = run_normalize_stage(prepared, stain_dir, out, cfg)
+    p = load_params(params)
+    layout = Layout.from_params(p)
+    cfg = make_config(NormalizeConfig, p, "stain", "normalize")
+    table = run_normalize_stage(layout.prepared, layout.stain, layout.normalized, cfg)
     if cfg.method == "none":
         typer.echo("normalize: stain.normalize.method is none, nothing to normalise")
     else:

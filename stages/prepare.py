@@ -5,18 +5,24 @@ from pathlib import Path
 import _checkout  # noqa: F401  (before any ftuseg import)
 import typer
 
-from ftuseg.prepare import PrepareConfig, prepare
-from ftuseg.stage import group, load_params, stage_main
+from ftuseg.core.layout import Layout
+from ftuseg.core.stage import group, load_params, stage_main
+from ftuseg.data.prepare import PrepareConfig, prepare
 
 app = typer.Typer(add_completion=False)
 
 
 @app.command()
 @stage_main
-def main(out: Path = Path("data/prepared"), params: Path = Path("params.yaml")) -> None:
+def main(
+    out: Path | None = typer.Option(None, help="instead of the layout's data/prepared"),
+    params: Path = Path("params.yaml"),
+) -> None:
     p = load_params(params)
+    layout = Layout.from_params(p)
+    out = out or layout.prepared
     cfg = PrepareConfig(n_folds=len(group(p, "cv")["folds"]), **group(p, "prepare"))
-    index = prepare(group(p, "data")["raw_dir"], out, cfg)
+    index = prepare(layout.raw, out, cfg)
     typer.echo(f"prepare: {len(index)} images, {cfg.n_folds} folds, {cfg.um_per_px} µm/px -> {out}")
 
 

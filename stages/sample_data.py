@@ -5,18 +5,20 @@ from pathlib import Path
 import _checkout  # noqa: F401  (before any ftuseg import)
 import typer
 
-from ftuseg.sample import SampleConfig, generate
-from ftuseg.stage import group, load_params, stage_main
-from ftuseg.utils import atomic_path
+from ftuseg.core.layout import Layout
+from ftuseg.core.stage import group, load_params, stage_main
+from ftuseg.core.utils import atomic_path
+from ftuseg.data.sample import SampleConfig, generate
 
 app = typer.Typer(add_completion=False)
 
 
 @app.command()
 @stage_main
-def main(out: Path = Path("data/sample"), params: Path = Path("params.yaml")) -> None:
+def main(params: Path = Path("params.yaml")) -> None:
     p = load_params(params)
-    raw_dir = Path(group(p, "data")["raw_dir"])
+    layout = Layout.from_params(p)
+    raw_dir, out = layout.raw, layout.sample
     if raw_dir.resolve() != out.resolve():
         # Real data is configured: keep this stage's output to a note instead of a dataset.
         with atomic_path(out, is_dir=True) as tmp:

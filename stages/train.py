@@ -6,14 +6,16 @@ from pathlib import Path
 import _checkout  # noqa: F401  (before any ftuseg import)
 import typer
 
-from ftuseg.augment import AugmentConfig
-from ftuseg.distributed import launched_by_torchrun, relaunch
-from ftuseg.errors import DataError
-from ftuseg.inference import InferenceConfig
-from ftuseg.layout import checkpoint_dir
-from ftuseg.stage import group, load_params, make_config, stage_main
-from ftuseg.stain import NormalizeConfig
-from ftuseg.train import RunDirs, TrainData, train_config, train_fold
+from ftuseg.core.errors import DataError
+from ftuseg.core.layout import Layout
+from ftuseg.core.stage import group, load_params, make_config, stage_main
+from ftuseg.domain.augment import AugmentConfig
+from ftuseg.domain.normalize import NormalizeConfig
+from ftuseg.infer.engine import InferenceConfig
+from ftuseg.train.config import RunDirs, train_config
+from ftuseg.train.distributed import launched_by_torchrun, relaunch
+from ftuseg.train.inputs import TrainData
+from ftuseg.train.loop import train_fold
 
 app = typer.Typer(add_completion=False)
 
@@ -23,16 +25,10 @@ app = typer.Typer(add_completion=False)
 def main(
     model: str = typer.Option(..., help="model name, a key of `models` in params.yaml"),
     fold: int = typer.Option(..., help="validation fold"),
-    prepared: Path = Path("data/prepared"),
-    models_dir: Path = Path("models"),
-    logs_dir: Path = Path("logs/train"),
-    state_root: Path = Path("checkpoints"),
-    stain_dir: Path = Path("data/stain"),
-    normalized_dir: Path = Path("data/normalized"),
-    unlabeled_dir: Path = Path("data/unlabeled"),
     params: Path = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
+    layout = Layout.from_params(p)
     nproc = int(group(p, "train").get("nproc", 1))
     if nproc > 1 and not launched_by_torchrun():
         # The same stage command, N processes: relaunch this script under torchrun (DDP).
@@ -42,18 +38,9 @@ def main(
         raise DataError(
             f"params.yaml: no model {model!r} under `models` (have: {', '.join(models)})"
         )
-    data = TrainData(
-        prepared,
-        Path(group(p, "data")["raw_dir"]) / "train.csv",
-        um_per_px=float(group(p, "prepare")["um_per_px"]),
-        stain=stain_dir,
-        normalized=normalized_dir,
-        unlabeled=unlabeled_dir,
-    )
+    data = TrainData.from_layout(layout, um_per_px=float(group(p, "prepare")["um_per_px"]))
     dirs = RunDirs(
-        checkpoint_dir(models_dir, model, fold),
-        logs_dir / model / f"fold{fold}",
-        state_root / model / f"fold{fold}",
+        layout.model_dir(model, fold), layout.log_dir(model, fold), layout.state_dir(model, fold)
     )
     summary = train_fold(
         data,

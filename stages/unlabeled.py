@@ -7,20 +7,28 @@ from pathlib import Path
 import _checkout  # noqa: F401  (before any ftuseg import)
 import typer
 
-from ftuseg.prepare import prepare_unlabeled
-from ftuseg.stage import group, load_params, stage_main
+from ftuseg.core.errors import DataError
+from ftuseg.core.layout import Layout
+from ftuseg.core.stage import group, load_params, stage_main
+from ftuseg.data.prepare import prepare_unlabeled
 
 app = typer.Typer(add_completion=False)
 
 
 @app.command()
 @stage_main
-def main(out: Path = Path("data/unlabeled"), params: Path = Path("params.yaml")) -> None:
+def main(params: Path = Path("params.yaml")) -> None:
     p = load_params(params)
+    layout = Layout.from_params(p)
+    out = layout.unlabeled
     train = group(p, "train")
     used = float(train.get("domain_weight", 0.0)) > 0 or int(train.get("pseudo_start", 0)) > 0
     um_per_px = float(group(p, "prepare")["um_per_px"])
-    index = prepare_unlabeled(group(p, "data")["unlabeled_dir"], out, um_per_px, used)
+    if used and layout.unlabeled_source is None:
+        raise DataError(
+            "params.yaml: data.unlabeled_dir is not set but the unlabeled images are used"
+        )
+    index = prepare_unlabeled(layout.unlabeled_source or Path(), out, um_per_px, used)
     off = "off (domain_weight 0, pseudo_start 0)"
     state = f"{len(index)} images at {um_per_px} µm/px" if used else off
     typer.echo(f"unlabeled: {state} -> {out}")

@@ -32,6 +32,29 @@ def shared_labels() -> Path:
 
 
 @pytest.fixture(scope="session")
+def sample_prepared(tmp_path_factory):
+    """A factory of small prepared datasets: ``make(field_um, um_per_px)`` generates a sample of 2
+    training images per organ (no test images) and prepares it with 2 folds, once per session and
+    per arguments; returns the folder holding ``raw/`` and ``prep/``. Tests only read them."""
+    from ftuseg.data.prepare import PrepareConfig, prepare
+    from ftuseg.data.sample import SampleConfig, generate
+
+    made: dict[tuple[float, float], Path] = {}
+
+    def make(field_um: float, um_per_px: float) -> Path:
+        if (field_um, um_per_px) not in made:
+            root = tmp_path_factory.mktemp(f"sample-{field_um:g}um-{um_per_px:g}umpx")
+            generate(
+                root / "raw", SampleConfig(train_per_organ=2, test_per_organ=0, field_um=field_um)
+            )
+            prepare(root / "raw", root / "prep", PrepareConfig(um_per_px=um_per_px, n_folds=2))
+            made[field_um, um_per_px] = root
+        return made[field_um, um_per_px]
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def bundled_rows() -> pd.DataFrame:
     return pd.read_csv(FIXTURES / "real_rows.csv", dtype={"id": str})
 

@@ -10,31 +10,28 @@ import cv2
 import numpy as np
 import pytest
 
-from ftuseg.augment import (
+from ftuseg.core.errors import DataError
+from ftuseg.data.prepare import load_prepared
+from ftuseg.domain.augment import (
     AugmentConfig,
     adjust_hsv,
     augment,
     cutmix,
     cutout,
+    dihedral,
     hed_jitter,
     rotate_scale,
     thickness_adapt,
 )
-from ftuseg.datasets import CropDataset
-from ftuseg.errors import DataError
-from ftuseg.prepare import PrepareConfig, load_prepared, prepare
-from ftuseg.sample import SampleConfig, generate
-from ftuseg.stain import (
+from ftuseg.domain.copies import StainAugmentConfig, copy_files, run_stain_stage
+from ftuseg.domain.normalize import (
     NormalizeConfig,
-    StainAugmentConfig,
     StainNormalizer,
-    copy_files,
     normalized_files,
-    reference_image,
     run_normalize_stage,
-    run_stain_stage,
 )
-from ftuseg.transforms import dihedral
+from ftuseg.domain.references import reference_image
+from ftuseg.train.datasets import CropDataset
 
 GEOMETRY_ONLY = AugmentConfig(
     dihedral=1.0, rotate_scale=1.0, cutmix=1.0, cutmix_same_organ=False, cutout=1.0
@@ -141,11 +138,8 @@ def test_thickness_adaptation_darkens_thick_and_blurs_coarse_targets():
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stain")
-    generate(root / "raw", SampleConfig(train_per_organ=2, test_per_organ=0, field_um=240))
-    prepare(root / "raw", root / "prep", PrepareConfig(um_per_px=2.0, n_folds=2))
-    return root / "prep"
+def prepared(sample_prepared):
+    return sample_prepared(240, 2.0) / "prep"
 
 
 def test_stain_stage_is_deterministic_for_a_seed(prepared, tmp_path):
@@ -226,7 +220,7 @@ def test_images_without_stain_copies_are_an_error(prepared, tmp_path):
 
 
 def test_bad_stain_settings_are_clear_errors(tmp_path):
-    from ftuseg.errors import DataError
+    from ftuseg.core.errors import DataError
 
     with pytest.raises(DataError, match="stain.normalize.method"):
         NormalizeConfig(method="magic")
@@ -237,15 +231,15 @@ def test_bad_stain_settings_are_clear_errors(tmp_path):
 
 
 def _first_id(prepared) -> str:
-    from ftuseg.prepare import read_index
+    from ftuseg.data.prepare import read_index
 
     return str(read_index(prepared)["id"].iloc[0])
 
 
 def test_inference_repeats_the_normalisation_recorded_in_the_checkpoint(prepared, tmp_path):
-    from ftuseg.checkpoint import save_checkpoint
-    from ftuseg.inference import InferenceConfig, Predictor
+    from ftuseg.infer.engine import InferenceConfig, Predictor
     from ftuseg.models import build_model
+    from ftuseg.models.checkpoint import save_checkpoint
 
     model = build_model({"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [8] * 5})
     meta = {
@@ -314,7 +308,7 @@ def test_table_based_colour_transforms_match_their_float_definitions():
     contrast bit for bit, HED within one level of scikit-image's rgb2hed/hed2rgb."""
     from skimage.color import hed2rgb, rgb2hed
 
-    from ftuseg.augment import add_noise, adjust_contrast
+    from ftuseg.domain.augment import add_noise, adjust_contrast
 
     rng = np.random.default_rng(3)
     image = cv2.GaussianBlur((rng.random((96, 80, 3)) * 255).astype(np.uint8), (5, 5), 2)

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import tifffile
 
-from ftuseg import rle
-from ftuseg.data import TRAIN_COLUMNS, read_image, read_metadata, to_rgb_uint8
-from ftuseg.errors import DataError
+from ftuseg.core import rle
+from ftuseg.core.errors import DataError
+from ftuseg.data.contract import TRAIN_COLUMNS, read_image, read_metadata, to_rgb_uint8
 
 GOOD = {
     "id": "1",

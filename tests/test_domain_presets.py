@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 from test_pipeline import dvc, make_repo, sh
 
-from ftuseg.layout import read_oof_map
-from ftuseg.prepare import read_index
+from ftuseg.data.prepare import read_index
+from ftuseg.ensemble.oof_maps import read_oof_map
 
 pytestmark = pytest.mark.e2e
 

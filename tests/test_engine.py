@@ -7,10 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from ftuseg.data import image_path, read_image, read_metadata
-from ftuseg.ensemble_search import search_weights
-from ftuseg.gallery import FN_COLOUR, FP_COLOUR, TP_COLOUR, overlay
-from ftuseg.inference import (
+from ftuseg.core.metrics import dice
+from ftuseg.data.contract import image_path, read_image, read_metadata
+from ftuseg.data.sample import SampleConfig, generate
+from ftuseg.ensemble.gallery import FN_COLOUR, FP_COLOUR, TP_COLOUR, overlay
+from ftuseg.ensemble.search import search_weights
+from ftuseg.infer.engine import (
     InferenceConfig,
     Member,
     Predictor,
@@ -20,10 +22,8 @@ from ftuseg.inference import (
     tile_starts,
     tiles,
 )
-from ftuseg.maps import postprocess, quantize
-from ftuseg.metrics import dice
+from ftuseg.infer.maps import postprocess, quantize
 from ftuseg.models import Segmenter, build_model
-from ftuseg.sample import SampleConfig, generate
 
 
 class DarknessDetector(nn.Module):
@@ -163,8 +163,8 @@ def test_gallery_overlay_colours_follow_the_writeup():
 def test_tiles_default_to_each_members_training_crop(tmp_path):
     """`inference.tile_size: null` tiles with the crop a model was trained on (recorded in its
     checkpoint); a set tile size wins; a checkpoint that records no crop is a clear error."""
-    from ftuseg.checkpoint import save_checkpoint
-    from ftuseg.errors import DataError
+    from ftuseg.core.errors import DataError
+    from ftuseg.models.checkpoint import save_checkpoint
 
     cfg = {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [8] * 5}
     model = build_model(cfg)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ftuseg.ensemble_config import EnsembleConfig, ensemble_members
-from ftuseg.errors import DataError
-from ftuseg.kernel import BUNDLE_ENV, BUNDLE_MARKER, find_bundle
+from ftuseg.core.errors import DataError
+from ftuseg.infer.members import EnsembleConfig, ensemble_members
+from ftuseg.kaggle.runtime import BUNDLE_ENV, BUNDLE_MARKER, find_bundle
 
 
 def config(**kwargs) -> EnsembleConfig:

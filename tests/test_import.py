@@ -12,13 +12,13 @@ import pytest
 from shapely.geometry import Polygon
 from typer.testing import CliRunner
 
-from ftuseg import rle
-from ftuseg.annotations import mask_to_polygons, rasterise, read_geojson, write_geojson
 from ftuseg.cli import app
-from ftuseg.data import read_image, read_metadata
-from ftuseg.errors import DataError
-from ftuseg.importer import ImportDefaults, import_dataset
-from ftuseg.metrics import dice
+from ftuseg.core import rle
+from ftuseg.core.errors import DataError
+from ftuseg.core.metrics import dice
+from ftuseg.data.annotations import mask_to_polygons, rasterise, read_geojson, write_geojson
+from ftuseg.data.contract import read_image, read_metadata
+from ftuseg.data.importer import ImportDefaults, import_dataset
 
 SHAPE = (420, 560)  # H, W
 DEFAULTS = ImportDefaults("largeintestine", 0.5, 4.0)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from ftuseg.checkpoint import load_checkpoint, save_checkpoint
-from ftuseg.ensemble_search import threshold_counts
-from ftuseg.inference import InferenceConfig, Member, Predictor
-from ftuseg.maps import binarize, combine, to_original
-from ftuseg.metrics import dice, dice_from_counts
+from ftuseg.core.metrics import dice, dice_from_counts
+from ftuseg.ensemble.search import threshold_counts
+from ftuseg.infer.engine import InferenceConfig, Member, Predictor
+from ftuseg.infer.maps import binarize, combine, to_original
 from ftuseg.models import build_model, list_models
+from ftuseg.models.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [16, 8, 8, 8, 8]}
 TILES = InferenceConfig(tile_size=256)  # the models here record no training crop
@@ -92,7 +92,7 @@ def test_dice_matches_the_competition_definition():
 
 def test_a_specialist_counts_only_on_its_organs():
     """The lung specialist: in the ensemble for lung images, absent for every other organ."""
-    from ftuseg.maps import member_weights
+    from ftuseg.infer.maps import member_weights
 
     assert member_weights([0.6, 0.4], [None, ["lung"]], "lung") == [0.6, 0.4]
     assert member_weights([0.6, 0.4], [None, ["lung"]], "kidney") == [0.6, 0.0]
@@ -113,7 +113,7 @@ def test_a_specialist_counts_only_on_its_organs():
 
 def test_weight_search_uses_a_specialist_where_it_helps():
     """Planted: the generalist is perfect except on lung, the specialist perfect on lung only."""
-    from ftuseg.ensemble_search import search_weights
+    from ftuseg.ensemble.search import search_weights
 
     rng = np.random.default_rng(0)
     organs = ["kidney", "kidney", "lung", "lung"]
@@ -134,8 +134,8 @@ def test_weight_search_uses_a_specialist_where_it_helps():
 def test_level_table_objective_equals_scoring_every_pixel():
     """The compressed weight-search objective gives exactly the mean per-image Dice (best
     threshold per organ) of combining the maps pixel by pixel, specialists included."""
-    from ftuseg.ensemble_search import best_thresholds, level_table
-    from ftuseg.maps import combine, member_weights
+    from ftuseg.ensemble.search import best_thresholds, level_table
+    from ftuseg.infer.maps import combine, member_weights
 
     rng = np.random.default_rng(5)
     organs = ["kidney", "lung", "lung", "spleen"]

@@ -8,14 +8,15 @@ import logging
 import numpy as np
 import pytest
 
-from ftuseg.errors import DataError
-from ftuseg.optics import (
+from ftuseg.core.errors import DataError
+from ftuseg.domain.normalize import NormalizeConfig, StainNormalizer
+from ftuseg.domain.optics import (
     glass_corrected,
     optical_density,
     standardize_density,
     tissue_density_top,
 )
-from ftuseg.stain import NormalizeConfig, StainNormalizer, reference_image
+from ftuseg.domain.references import reference_image
 
 
 def thicker(image: np.ndarray, factor: float) -> np.ndarray:

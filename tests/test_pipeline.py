@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from ftuseg import rle
-from ftuseg.organs import ORGANS
+from ftuseg.core import rle
+from ftuseg.core.organs import ORGANS
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -170,9 +170,9 @@ def test_tuned_thresholds_are_the_best_of_the_threshold_curves(repo, first_run):
 def test_searched_weights_are_never_worse_than_equal_weights(repo, first_run):
     """The weight search starts from equal weights and keeps only improvements: on the stored
     OOF maps its objective is at least that of equal weighting."""
-    from ftuseg.ensemble_search import weights_objective
-    from ftuseg.layout import read_coverage, read_oof_map
-    from ftuseg.prepare import load_prepared, read_index
+    from ftuseg.data.prepare import load_prepared, read_index
+    from ftuseg.ensemble.oof_maps import read_coverage, read_oof_map
+    from ftuseg.ensemble.search import weights_objective
 
     ensemble = json.loads((repo / "metrics/ensemble.json").read_text())
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -428,11 +428,11 @@ def test_kernel_folder_is_ready_to_push(repo, first_run):
 
 
 def test_packaged_kernel_runs_offline_and_matches_the_pipeline(repo, first_run, tmp_path):
-    """The kernel as Kaggle runs it (ftuseg.kaggle.run_offline): inputs under an input root, a
+    """The kernel as Kaggle runs it (ftuseg.kaggle.offline.run_offline): inputs under an input root, a
     fresh environment holding only torch, torchvision, numpy, pandas and their dependencies
     (everything else from the bundled wheels), pip with no index, no network, no Hugging Face
     cache, the encoder weights file of training moved away; same submission as `dvc repro`."""
-    from ftuseg.kaggle import run_offline
+    from ftuseg.kaggle.offline import run_offline
 
     # The training machine's encoder weights are gone: loading must not need them.
     weights = encoder_weights_file(repo)

@@ -10,18 +10,12 @@ import pytest
 import yaml
 from conftest import run_stage
 
-from ftuseg.datasets import CropDataset, random_crop
-from ftuseg.errors import DataError
-from ftuseg.prepare import (
-    PrepareConfig,
-    assign_folds,
-    load_array,
-    load_prepared,
-    prepare,
-    prepared_path,
-)
-from ftuseg.sample import SampleConfig, generate
-from ftuseg.scale import resize_mask, scaled_shape
+from ftuseg.core.errors import DataError
+from ftuseg.core.layout import prepared_path
+from ftuseg.core.scale import resize_mask, scaled_shape
+from ftuseg.data.prepare import PrepareConfig, assign_folds, load_array, load_prepared, prepare
+from ftuseg.data.sample import SampleConfig, generate
+from ftuseg.train.datasets import CropDataset, random_crop
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from ftuseg.augment import AugmentConfig, augment
-from ftuseg.datasets import CropDataset
-from ftuseg.losses import IGNORE, LossWeights, SegmentationLoss
-from ftuseg.prepare import PrepareConfig, prepare, prepare_unlabeled, read_index
-from ftuseg.pseudo import PseudoImage, pseudo_label, unlabeled_index
-from ftuseg.sample import SampleConfig, generate
-from ftuseg.train import RunDirs, TrainConfig, TrainData, train_fold
+from ftuseg.data.prepare import prepare_unlabeled, read_index
+from ftuseg.data.sample import SampleConfig, generate
+from ftuseg.domain.augment import AugmentConfig, augment
+from ftuseg.models.losses import IGNORE, LossWeights, SegmentationLoss
+from ftuseg.train.config import RunDirs, TrainConfig
+from ftuseg.train.datasets import CropDataset
+from ftuseg.train.inputs import TrainData
+from ftuseg.train.loop import train_fold
+from ftuseg.train.pseudo import PseudoImage, pseudo_label, unlabeled_index
 
 MODEL = {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [16, 8, 8, 8, 8]}
 CFG = TrainConfig(
@@ -69,10 +71,11 @@ def test_augmentation_keeps_the_ignore_value():
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pseudo")
-    generate(root / "raw", SampleConfig(train_per_organ=2, test_per_organ=0, field_um=120))
-    prepare(root / "raw", root / "prep", PrepareConfig(um_per_px=3.0, n_folds=2))
+def prepared(sample_prepared, tmp_path_factory):
+    """The shared small sample (raw/, prep/) beside this module's unlabeled target images."""
+    shared, root = sample_prepared(120, 3.0), tmp_path_factory.mktemp("pseudo")
+    for name in ("raw", "prep"):
+        (root / name).symlink_to(shared / name, target_is_directory=True)
     generate(
         root / "target", SampleConfig(train_per_organ=1, test_per_organ=1, field_um=120, seed=7)
     )

@@ -6,9 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from ftuseg.errors import DataError
-from ftuseg.optics import glass_corrected, optical_density
-from ftuseg.recolour import (
+from ftuseg.core.errors import DataError
+from ftuseg.domain.copies import StainAugmentConfig, stain_copies
+from ftuseg.domain.optics import glass_corrected, optical_density
+from ftuseg.domain.recolour import (
     HPA_STAINS,
     RecolourConfig,
     Recolourer,
@@ -16,7 +17,6 @@ from ftuseg.recolour import (
     recolour_copies,
     target_stains,
 )
-from ftuseg.stain import StainAugmentConfig, stain_copies
 
 
 def hpa_like(seed: int = 0, side: int = 256) -> np.ndarray:

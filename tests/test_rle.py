@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from ftuseg import rle
-from ftuseg.errors import DataError
-from ftuseg.metrics import dice
-from ftuseg.sample import rasterise
+from ftuseg.core import rle
+from ftuseg.core.errors import DataError
+from ftuseg.core.metrics import dice
+from ftuseg.data.sample import rasterise
 
 
 def classic_encode(img: np.ndarray) -> str:

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftuseg import rle
-from ftuseg.data import image_path, read_image, read_metadata
-from ftuseg.errors import DataError
-from ftuseg.organs import HUBMAP, ORGANS
-from ftuseg.sample import SampleConfig, generate
+from ftuseg.core import rle
+from ftuseg.core.errors import DataError
+from ftuseg.core.organs import HUBMAP, ORGANS
+from ftuseg.data.contract import image_path, read_image, read_metadata
+from ftuseg.data.sample import SampleConfig, generate
 
 SMALL = SampleConfig(train_per_organ=2, test_per_organ=1, field_um=80)
 

@@ -15,19 +15,22 @@ import pandas as pd
 import pytest
 import tifffile
 
-from ftuseg import rle
-from ftuseg.annotations import rasterise, read_geojson
-from ftuseg.data import read_image
-from ftuseg.ensemble_config import EnsembleConfig
-from ftuseg.errors import DataError
-from ftuseg.inference import InferenceConfig, Predictor
-from ftuseg.maps import postprocess
-from ftuseg.metrics import dice
-from ftuseg.prepare import PrepareConfig, prepare
-from ftuseg.sample import SampleConfig, generate
-from ftuseg.slide import open_slide, predict_slide
-from ftuseg.synthetic_slide import write_synthetic_slide
-from ftuseg.train import RunDirs, TrainConfig, TrainData, train_fold
+from ftuseg.core import rle
+from ftuseg.core.errors import DataError
+from ftuseg.core.metrics import dice
+from ftuseg.data.annotations import rasterise, read_geojson
+from ftuseg.data.contract import read_image
+from ftuseg.data.prepare import PrepareConfig, prepare
+from ftuseg.data.sample import SampleConfig, generate
+from ftuseg.data.synthetic_slide import write_synthetic_slide
+from ftuseg.infer.engine import InferenceConfig, Predictor
+from ftuseg.infer.maps import postprocess
+from ftuseg.infer.members import EnsembleConfig
+from ftuseg.infer.slide import predict_slide
+from ftuseg.infer.slide_io import open_slide
+from ftuseg.train.config import RunDirs, TrainConfig
+from ftuseg.train.inputs import TrainData
+from ftuseg.train.loop import train_fold
 
 MODEL = {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [16, 8, 8, 8, 8]}
 UM = 3.0  # the ensemble's training scale
@@ -149,9 +152,9 @@ def test_tissue_detection_skips_glass(ensemble, tmp_path):
 PEAK = textwrap.dedent(
     """
     import json, resource, sys
-    from ftuseg.inference import InferenceConfig, Predictor
-    from ftuseg.ensemble_config import EnsembleConfig
-    from ftuseg.slide import predict_slide
+    from ftuseg.infer.engine import InferenceConfig, Predictor
+    from ftuseg.infer.members import EnsembleConfig
+    from ftuseg.infer.slide import predict_slide
     ckpt, slide, out = sys.argv[1:]
     predictor = Predictor.from_checkpoints([(ckpt, 1.0)], InferenceConfig())
     config = EnsembleConfig({"m": 1.0}, {"kidney": 0.5}, 3.0)

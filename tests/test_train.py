@@ -16,35 +16,26 @@ import pandas as pd
 import pytest
 import torch
 
-from ftuseg.checkpoint import load_checkpoint
-from ftuseg.errors import DataError
-from ftuseg.layout import checkpoint_dir
+from ftuseg.core.errors import DataError
+from ftuseg.core.layout import checkpoint_dir, prepared_path
+from ftuseg.data.prepare import prepare_unlabeled
+from ftuseg.data.sample import SampleConfig, generate
+from ftuseg.domain.normalize import NormalizeConfig
+from ftuseg.ensemble.oof import run_oof
 from ftuseg.models import build_model
-from ftuseg.oof import run_oof
-from ftuseg.prepare import PrepareConfig, prepare, prepare_unlabeled, prepared_path
-from ftuseg.resume import TrainingState, inputs_digest, load_state, restore, save_state
-from ftuseg.sample import SampleConfig, generate
-from ftuseg.stain import NormalizeConfig
-from ftuseg.train import (
-    RunDirs,
-    TrainConfig,
-    TrainData,
-    image_files,
-    input_files,
-    split_ids,
-    train_fold,
-)
+from ftuseg.models.checkpoint import load_checkpoint
+from ftuseg.train.config import RunDirs, TrainConfig, split_ids
+from ftuseg.train.inputs import TrainData, image_files, input_files
+from ftuseg.train.loop import train_fold
+from ftuseg.train.resume import TrainingState, inputs_digest, load_state, restore, save_state
 
 MODEL = {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [16, 8, 8, 8, 8]}
 CFG = TrainConfig(epochs=3, batch_size=4, crop_size=64, samples_per_image=2, threads=2, lr=3e-3)
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    generate(root / "raw", SampleConfig(train_per_organ=2, test_per_organ=0, field_um=120))
-    prepare(root / "raw", root / "prep", PrepareConfig(um_per_px=3.0, n_folds=2))
-    return root / "prep"
+def prepared(sample_prepared):
+    return sample_prepared(120, 3.0) / "prep"
 
 
 def data_of(prepared):
@@ -111,7 +102,7 @@ def test_max_steps_caps_the_optimiser_updates(prepared, tmp_path):
     """`train.max_steps` (the rehearsal's cap) stops after that many updates, mid-epoch if need
     be, and the epoch it falls in is validated and logged like any other."""
 
-    from ftuseg.datasets import CropDataset
+    from ftuseg.train.datasets import CropDataset
 
     n_train = len(split_ids(pd.read_csv(prepared / "index.csv", dtype={"id": str}), 0)[0])
     per_epoch = n_train * CFG.samples_per_image // CFG.batch_size  # full batches only
@@ -158,7 +149,7 @@ def test_training_killed_mid_run_resumes_to_identical_weights_and_logs(prepared,
     script = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from ftuseg.train import RunDirs, TrainConfig, TrainData, train_fold\n"
+        "from ftuseg.train.loop import RunDirs, TrainConfig, TrainData, train_fold\n"
         "p, model, cfg, out = json.loads(sys.argv[1])\n"
         "p, out = Path(p), Path(out)\n"
         "data = TrainData(p, p.parent / 'raw/train.csv', 3.0)\n"
@@ -294,7 +285,7 @@ def test_two_gloo_processes_follow_the_single_process_loss(prepared, tmp_path):
     script.write_text(
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from ftuseg.train import RunDirs, TrainConfig, TrainData, train_fold\n"
+        "from ftuseg.train.loop import RunDirs, TrainConfig, TrainData, train_fold\n"
         "p, model, cfg, out = json.loads(sys.argv[1])\n"
         "p, out = Path(p), Path(out)\n"
         "data = TrainData(p, p.parent / 'raw/train.csv', 3.0)\n"

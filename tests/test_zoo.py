@@ -11,12 +11,12 @@ import pytest
 import torch
 import yaml
 
-from ftuseg.checkpoint import load_checkpoint, save_checkpoint
-from ftuseg.config import options, write_params
-from ftuseg.losses import LossWeights, SegmentationLoss
-from ftuseg.metrics import dice
+from ftuseg.core.metrics import dice
+from ftuseg.core.params import options, write_params
 from ftuseg.models import build_model, list_models
-from ftuseg.resume import TrainingState, load_state, restore, save_state
+from ftuseg.models.checkpoint import load_checkpoint, save_checkpoint
+from ftuseg.models.losses import LossWeights, SegmentationLoss
+from ftuseg.train.resume import TrainingState, load_state, restore, save_state
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -157,7 +157,7 @@ def test_a_checkpoint_trained_from_pretrained_weights_loads_offline(name, tmp_pa
     import timm
     from safetensors.torch import save_file
 
-    from ftuseg.checkpoint import save_checkpoint
+    from ftuseg.models.checkpoint import save_checkpoint
 
     cfg = model_config(name)
     encoder = cfg["encoder"].removeprefix("tu-")
@@ -176,7 +176,7 @@ def test_a_checkpoint_trained_from_pretrained_weights_loads_offline(name, tmp_pa
     torch.save(x, tmp_path / "x.pt")
     weights.unlink()
     probe = (
-        "import sys, torch; from ftuseg.checkpoint import load_checkpoint; "
+        "import sys, torch; from ftuseg.models.checkpoint import load_checkpoint; "
         f"m, meta = load_checkpoint({str(tmp_path / 'ckpt')!r}); "
         f"x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True); "
         f"e = torch.load({str(tmp_path / 'expected.pt')!r}, weights_only=True); "
@@ -228,7 +228,7 @@ def test_model_group_selects_the_ensemble_and_sizes_are_groups(tmp_path):
 
 
 def test_bad_override_is_a_clear_error(tmp_path):
-    from ftuseg.errors import DataError
+    from ftuseg.core.errors import DataError
 
     with pytest.raises(DataError, match="cannot compose"):
         write_params(["model=nosuchmodel"], CONF, tmp_path / "p.yaml")
@@ -239,7 +239,7 @@ def test_bad_override_is_a_clear_error(tmp_path):
 
 
 def test_a_model_config_overrides_its_training_params():
-    from ftuseg.train import train_config
+    from ftuseg.train.config import train_config
 
     base = {"lr": 2e-3, "epochs": 15, "organ_oversample": {}}
     cfg = train_config(base, model_config("lung"))
@@ -250,9 +250,9 @@ def test_a_model_config_overrides_its_training_params():
 
 
 def test_lung_oversampling_multiplies_lung_crops(tmp_path):
-    from ftuseg.datasets import CropDataset
-    from ftuseg.prepare import PrepareConfig, prepare, read_index
-    from ftuseg.sample import SampleConfig, generate
+    from ftuseg.data.prepare import PrepareConfig, prepare, read_index
+    from ftuseg.data.sample import SampleConfig, generate
+    from ftuseg.train.datasets import CropDataset
 
     generate(tmp_path / "raw", SampleConfig(train_per_organ=2, test_per_organ=0, field_um=120))
     prepare(tmp_path / "raw", tmp_path / "prep", PrepareConfig(um_per_px=3.0, n_folds=2))

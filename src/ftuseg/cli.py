@@ -6,12 +6,14 @@ from pathlib import Path
 
 import typer
 
-from . import kaggle as kaggle_lib
-from .config import set_default_profile, write_params
-from .data import image_path, read_image, read_metadata
-from .errors import DataError
-from .stage import stage_main
+from ftuseg.core.errors import DataError
+from ftuseg.core.layout import Layout
+from ftuseg.core.params import set_default_profile, write_params
+from ftuseg.core.stage import stage_main
+from ftuseg.data.contract import image_path, read_image, read_metadata
+from ftuseg.kaggle import api as kaggle_api
 
+PIPELINE = Layout()  # the folders of a pipeline run from the current directory
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 kaggle_app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Kaggle data download and kernel push."
@@ -66,7 +68,7 @@ def kaggle_download(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the commands, run nothing"),
 ) -> None:
     """Download and unzip the competition data (uses your own kaggle credentials)."""
-    kaggle_lib.download_competition(dest, dry_run=dry_run)
+    kaggle_api.download_competition(dest, dry_run=dry_run)
 
 
 @kaggle_app.command("push")
@@ -84,7 +86,7 @@ def kaggle_push(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the commands, run nothing"),
 ) -> None:
     """Version (or create) the model dataset, then push the kernel."""
-    kaggle_lib.push(kernel_dir, message, dry_run=dry_run, create=create)
+    kaggle_api.push(kernel_dir, message, dry_run=dry_run, create=create)
 
 
 @app.command("import")
@@ -109,7 +111,7 @@ def import_data(
 ) -> None:
     """Convert annotated images (masks, polygon JSON or QuPath GeoJSON) into train.csv (RLE)
     and train_images/, validated by the data contract; nothing is written on error."""
-    from .importer import ImportDefaults, import_dataset
+    from ftuseg.data.importer import ImportDefaults, import_dataset
 
     defaults = ImportDefaults(organ, pixel_size, thickness, data_source)
     table = import_dataset(
@@ -129,8 +131,8 @@ def predict(
     out: Path = typer.Option(Path("predictions"), help="output folder"),
     pixel_size: float | None = typer.Option(None, help="µm/px; default: the file's metadata"),
     bundle: Path | None = typer.Option(None, help="a kernel model bundle (ftuseg-bundle.json)"),
-    models: Path = typer.Option(Path("models"), help="a pipeline's models/ (without --bundle)"),
-    ensemble: Path = typer.Option(Path("data/ensemble.yaml"), help="its ensemble config"),
+    models: Path = typer.Option(PIPELINE.models, help="a pipeline's models/ (without --bundle)"),
+    ensemble: Path = typer.Option(PIPELINE.ensemble, help="its ensemble config"),
     params: Path = typer.Option(Path("params.yaml"), help="its inference settings (if present)"),
     chunk: int = typer.Option(4096, help="slide pixels per chunk side (multiple of 512)"),
     tissue: bool = typer.Option(True, "--tissue/--no-tissue", help="skip chunks without tissue"),
@@ -143,15 +145,15 @@ def predict(
 ) -> None:
     """Predict FTUs on any image or whole slide with a trained ensemble: a pyramidal TIFF mask,
     GeoJSON polygons (QuPath), an overlay thumbnail and a JSON summary per image."""
-    from .inference import InferenceConfig
-    from .organs import ORGANS
-    from .slide import load_ensemble, predict_slide
-    from .stage import load_params, make_config
+    from ftuseg.core.organs import ORGANS
+    from ftuseg.core.stage import load_params, make_config
+    from ftuseg.infer.engine import InferenceConfig
+    from ftuseg.infer.slide import load_ensemble, predict_slide
 
     if organ not in ORGANS:
         raise DataError(f"--organ {organ!r}: not one of {', '.join(ORGANS)}")
     if bundle is not None:
-        from .kernel import load_bundle
+        from ftuseg.kaggle.runtime import load_bundle
 
         predictor, config, _ = load_bundle(bundle)
     else:

@@ -4,9 +4,9 @@
 architectures) and wraps the network in a :class:`Segmenter`.
 """
 
-from . import zoo  # noqa: F401  (registers the architectures)
-from .registry import get_model, list_models, register_model
-from .segmenter import IMAGENET_MEAN, IMAGENET_STD, Segmenter, build_model
+from ftuseg.models import zoo  # noqa: F401  (registers the architectures)
+from ftuseg.models.registry import get_model, list_models, register_model
+from ftuseg.models.segmenter import IMAGENET_MEAN, IMAGENET_STD, Segmenter, build_model
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..organs import ORGANS
-from .adversarial import DomainClassifier
-from .registry import get_model
+from ftuseg.core.organs import ORGANS
+from ftuseg.models.adversarial import DomainClassifier
+from ftuseg.models.registry import get_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -13,10 +13,10 @@ from typing import Any
 
 import segmentation_models_pytorch as smp
 
-from .decoders import DAFormerDecoder, HRNetV2Head, SwinUnetDecoder
-from .encoders import TimmEncoder, pretrained_kwargs
-from .nets import EncoderDecoder, SmpNet, load_encoder_weights
-from .registry import register_model
+from ftuseg.models.decoders import DAFormerDecoder, HRNetV2Head, SwinUnetDecoder
+from ftuseg.models.encoders import TimmEncoder, pretrained_kwargs
+from ftuseg.models.nets import EncoderDecoder, SmpNet, load_encoder_weights
+from ftuseg.models.registry import register_model
 
 
 def _smp_encoder_args(

@@ -1,0 +1,185 @@
+"""Write docs/results.md from the committed JSON: the pipeline's `metrics/` and the speed and memory
+benchmarks' `benchmarks/results/`. Nothing here measures anything; it only lays numbers out.
+
+    python docs/build_results.py           # rewrite docs/results.md (`make docs`)
+    python docs/build_results.py --check   # exit 1 if docs/results.md is stale (a test runs it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "results.md"
+ORGANS = ("kidney", "prostate", "largeintestine", "spleen", "lung")
+
+
+def load(relative: str) -> Any:
+    path = ROOT / relative
+    if not path.is_file():
+        sys.exit(f"{relative}: not found (run the stage or benchmark that writes it)")
+    return (
+        json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    )
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def dice(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def organ_row(name: str, m: dict[str, Any]) -> list[Any]:
+    organs = (dice(m.get(f"dice_{o}", "–")) for o in ORGANS)
+    return [name, dice(m["dice"]), *organs, m.get("n_images", "–")]
+
+
+def pipeline_section() -> str:
+    oof, ens, test = (
+        load("metrics/oof.json"),
+        load("metrics/ensemble.json"),
+        load("metrics/test.json"),
+    )
+    config, kernel = load("data/ensemble.yaml"), load("metrics/kernel.json")
+    rows = [organ_row("HuBMAP-like test: the submission", test)] if test.get("scored") else []
+    rows += [
+        organ_row("OOF: ensemble, tuned thresholds", ens["ensemble"]),
+        organ_row("OOF: ensemble at 0.5", ens["ensemble_at_default_threshold"]),
+        *(organ_row(f"OOF: {name} at 0.5", m) for name, m in oof.items()),
+    ]
+    weights = ", ".join(f"{k} {v:g}" for k, v in ens["weights"].items())
+    thresholds = ", ".join(f"{k} {v:g}" for k, v in config["thresholds"].items())
+    return "\n\n".join([
+        "## The committed pipeline run (`make repro`, sample profile)",
+        "Every number from `metrics/*.json` of the committed `dvc.lock` run. The sample dataset is "
+        "synthetic: HPA-like training images, HuBMAP-like test images (see "
+        "[pipeline.md](pipeline.md#the-embedded-sample-dataset)).",
+        table(["what", "Dice", *ORGANS, "images"], rows),
+        f"Ensemble weights: {weights}. Thresholds per organ: {thresholds}.",
+        f"Kernel (`metrics/kernel.json`): {kernel['seconds_per_megapixel']} s per megapixel on "
+        f"{kernel['threads']} {kernel['device']} threads; projected {kernel['projected_total_hours']}"
+        f" h for the hidden test set against the {kernel['limit_hours']:g} h limit.",
+    ])  # fmt: skip
+
+
+def loader_section() -> str:
+    data = load("benchmarks/results/loader.json")
+    recipes = [k for k in ("flips only", "default recipe") if k in data]
+    rows = [
+        [r, data[r]["mean_ms"], data[r]["p95_ms"], data[r]["crops_per_s_per_worker"]]
+        for r in recipes
+    ]
+    steps = data["per transform (median ms)"]
+    return "\n\n".join([
+        f"### Input pipeline (`benchmarks/loader.py`): one {data['crop']}² crop, one worker",
+        table(["recipe", "mean ms", "p95 ms", "crops/s per worker"], rows),
+        "Median ms per transform: " + ", ".join(f"{k} {v}" for k, v in steps.items()) + ".",
+    ])  # fmt: skip
+
+
+def ensemble_section() -> str:
+    d = load("benchmarks/results/ensemble.json")
+    rows = [
+        ["one objective evaluation", d["baseline_per_pixel_objective_s"], d["level_table_objective_s"], d["objective_speedup"]],
+        ["whole search", d["search_per_pixel_projected_s"], d["search_s"] + d["level_table_build_s"], d["search_speedup_incl_build"]],
+    ]  # fmt: skip
+    return "\n\n".join([
+        f"### Ensemble search (`benchmarks/ensemble.py`): {d['images']} images of {d['side']}², "
+        f"{d['members']} members",
+        table(["what", "per-pixel baseline s", "level table s", "speed-up"], rows),
+        f"Same objective value: {d['objective_equal']}; peak RSS {d['peak_rss_gib']} GiB.",
+    ])  # fmt: skip
+
+
+def slide_section() -> str:
+    d = load("benchmarks/results/slide.json")
+    rows = [
+        [k.replace("_", " "), v["megapixels"], v["wall_s"], v["megapixels_per_s"], v["peak_rss_mb"]]
+        for k, v in d.items()
+        if isinstance(v, dict)
+    ]
+    return "\n\n".join([
+        "### Whole-slide prediction (`benchmarks/slide.py`): memory does not grow with the slide",
+        table(["slide", "MP", "wall s", "MP/s", "peak RSS MB"], rows),
+        f"Tissue detection saves {d['time_saved_by_tissue_detection']:.0%} of the time on the "
+        "8192² slide.",
+    ])  # fmt: skip
+
+
+def models_section() -> str:
+    d = load("benchmarks/results/models.json")
+    rows = []
+    for r in d["rows"]:
+        oof = r.get("oof") or {}
+        rows.append([r["model"], r["size"], r["params_m"], r["crop"], r["s_per_image"],
+                     oof.get("dice_at_0.5", "n/a"), oof.get("dice_tuned", "n/a")])  # fmt: skip
+    base = " ".join(d["baseline"])
+    return "\n\n".join([
+        f"### Architectures (`benchmarks/models.py`): CPU forward+backward, baseline {base}",
+        table(["model", "size", "params M", "crop", "s/image", "OOF@0.5", "OOF tuned"], rows),
+    ])  # fmt: skip
+
+
+def rehearsal_section() -> str:
+    d = load("benchmarks/results/rehearsal.json")
+    sizes = [run["train_images"] for run in d["runs"]]
+    rows = [[k, v] for k, v in d["train_peak_rss_ratio"].items()]
+    return "\n\n".join([
+        f"### Rehearsal at real sizes (`make rehearsal`): {sizes[-1]} vs {sizes[0]} training images",
+        table(["train stage", f"peak RSS ratio ({sizes[-1]} ÷ {sizes[0]} images)"], rows),
+    ])  # fmt: skip
+
+
+def text_section(title: str, relative: str) -> str:
+    return f"### {title} (`{relative}`)\n\n```\n{(ROOT / relative).read_text().rstrip()}\n```"
+
+
+def render() -> str:
+    parts = [
+        "# Results",
+        "Generated by `make docs` (`docs/build_results.py`) from committed JSON; a test fails when "
+        "this page is stale. How a number moved is in the commit log. The domain-shift studies "
+        "(real pixels, seeds, intervals) are in [research/README.md](../research/README.md).",
+        pipeline_section(),
+        "## Speed and memory (`make bench`; 2 CPU cores, no GPU)",
+        loader_section(),
+        ensemble_section(),
+        slide_section(),
+        models_section(),
+        rehearsal_section(),
+        text_section("Stain stage cost", "benchmarks/results/stain.txt"),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="compare, do not write")
+    args = parser.parse_args()
+    text = render()
+    if args.check:
+        if not OUT.is_file() or OUT.read_text() != text:
+            sys.exit("docs/results.md is stale: run `make docs` and commit it")
+        return
+    OUT.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

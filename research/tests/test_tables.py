@@ -1,0 +1,14 @@
+"""The archived GlaS tables rebuild byte for byte from the committed run archive."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+RESEARCH = Path(__file__).resolve().parents[1]
+
+
+def test_the_archived_tables_are_fresh():
+    result = subprocess.run(
+        [sys.executable, str(RESEARCH / "tables.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr + result.stdout

@@ -1,0 +1,218 @@
+"""``ftuseg import``: bring your own annotated images into the competition layout.
+
+Reads an image folder and its annotations, one annotation per image with the same file stem:
+
+- ``masks``: binary or instance-labelled masks (PNG, TIFF, BMP; every non-zero pixel is FTU),
+- ``polygons``: the competition's polygon JSON (``[[x, y], ...]`` per polygon),
+- ``geojson``: GeoJSON as QuPath exports it (optionally one classification only),
+
+and writes ``train.csv`` (column-major RLE, the competition's format) and
+``train_images/<id>.tiff``, validated by the data contract (:mod:`ftuseg.data.contract`) before anything
+appears at the destination. Organ, pixel size, thickness and data source come from the command
+line or per image from a metadata CSV (column ``id`` plus any of those). Any problem is an error
+naming the file; the destination is written atomically, so nothing is left half-done.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import tifffile
+from rich.progress import track
+
+from ftuseg.core import rle
+from ftuseg.core.errors import DataError
+from ftuseg.core.organs import ORGANS
+from ftuseg.core.utils import atomic_path
+from ftuseg.data.annotations import rasterise, read_geojson, read_polygon_json
+from ftuseg.data.contract import TEST_COLUMNS, read_image, read_metadata, to_rgb_uint8, write_image
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+FORMATS = ("masks", "polygons", "geojson")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+META_FIELDS = ("organ", "pixel_size", "tissue_thickness", "data_source")
+
+
+@dataclass(frozen=True)
+class ImportDefaults:
+    """Per-image metadata where the metadata CSV gives none."""
+
+    organ: str | None = None
+    pixel_size: float | None = None  # µm/px
+    tissue_thickness: float | None = None  # µm
+    data_source: str = "Import"
+
+
+def read_any_image(path: Path) -> np.ndarray:
+    """An RGB uint8 image from TIFF (tifffile) or PNG/JPEG/BMP (OpenCV)."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return read_image(path)
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataError(f"{path}: unreadable image")
+    if img.ndim == 3:  # OpenCV reads BGR(A)
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return to_rgb_uint8(img, str(path))
+
+
+def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A 0/1 mask from a binary or instance-labelled mask file (non-zero = FTU)."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            mask = tifffile.imread(path)
+        else:
+            mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except Exception as err:  # tifffile raises many types for corrupt input
+        raise DataError(f"{path}: unreadable mask ({type(err).__name__}: {err})") from None
+    if mask is None:
+        raise DataError(f"{path}: unreadable mask")
+    if mask.ndim == 3:
+        # An RGB(A)-saved label image is only unambiguous when its colour planes agree.
+        if not all(
+            np.array_equal(mask[..., 0], mask[..., c]) for c in range(1, min(3, mask.shape[2]))
+        ):
+            raise DataError(
+                f"{path}: colour mask; expected one channel (binary or instance labels)"
+            )
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise DataError(f"{path}: mask has shape {mask.shape}; expected (H, W)")
+    if mask.shape != shape:
+        raise DataError(
+            f"{path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image is {shape[0]}x{shape[1]}"
+        )
+    return (mask != 0).astype(np.uint8)
+
+
+def find_pairs(
+    images_dir: Path, annotations_dir: Path, fmt: str, suffix: str = ""
+) -> list[tuple[str, Path, Path]]:
+    """``(id, image, annotation)`` per image; the annotation has the image's stem + ``suffix``.
+    Images without an annotation and annotations without an image are errors."""
+    if not images_dir.is_dir():
+        raise DataError(f"{images_dir}: image folder not found")
+    if not annotations_dir.is_dir():
+        raise DataError(f"{annotations_dir}: annotation folder not found")
+    images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise DataError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    kinds = {"masks": MASK_SUFFIXES, "polygons": (".json",), "geojson": (".geojson", ".json")}
+    annotations = {p.stem: p for p in annotations_dir.iterdir() if p.suffix.lower() in kinds[fmt]}
+    seen: dict[str, Path] = {}
+    pairs = []
+    for image in images:
+        image_id = image.stem
+        if not ID_PATTERN.match(image_id):
+            raise DataError(
+                f"{image}: file name {image_id!r} is not a usable id (letters, digits, _ . -)"
+            )
+        if image_id in seen:
+            raise DataError(f"{image}: same id as {seen[image_id]}")
+        seen[image_id] = image
+        annotation = annotations.pop(image_id + suffix, None)
+        if annotation is None:
+            raise DataError(
+                f"{image}: no annotation {image_id}{suffix}.* ({'/'.join(kinds[fmt])}) in "
+                f"{annotations_dir}"
+            )
+        pairs.append((image_id, image, annotation))
+    leftover = sorted(str(p) for p in annotations.values() if p.stem.endswith(suffix))
+    if leftover:
+        raise DataError(f"{leftover[0]}: annotation without an image in {images_dir}")
+    return pairs
+
+
+def read_meta(path: Path | None) -> dict[str, dict]:
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise DataError(f"{path}: metadata CSV not found")
+    table = pd.read_csv(path, dtype={"id": str})
+    if "id" not in table.columns:
+        raise DataError(f"{path}: needs an id column")
+    unknown = set(table.columns) - {"id", *META_FIELDS}
+    if unknown:
+        raise DataError(f"{path}: unknown column(s) {sorted(unknown)} (known: {META_FIELDS})")
+    if table["id"].duplicated().any():
+        raise DataError(
+            f"{path}: duplicate id(s) {table.loc[table['id'].duplicated(), 'id'].tolist()}"
+        )
+    return {
+        r["id"]: {k: v for k, v in r.items() if k != "id" and pd.notna(v)}
+        for r in table.to_dict("records")
+    }
+
+
+def row_meta(image_id: str, meta: dict[str, dict], defaults: ImportDefaults, where: Path) -> dict:
+    values = {**{k: getattr(defaults, k) for k in META_FIELDS}, **meta.get(image_id, {})}
+    missing = [k for k in ("organ", "pixel_size", "tissue_thickness") if values.get(k) is None]
+    if missing:
+        raise DataError(
+            f"{where}: no {', '.join(missing)} (give --{missing[0].replace('_', '-')} or a metadata CSV row)"
+        )
+    if values["organ"] not in ORGANS:
+        raise DataError(f"{where}: organ {values['organ']!r} is not one of {ORGANS}")
+    return values
+
+
+def annotation_mask(
+    fmt: str, path: Path, shape: tuple[int, int], class_name: str | None
+) -> np.ndarray:
+    readers: dict[str, Callable[[], np.ndarray]] = {
+        "masks": lambda: read_mask(path, shape),
+        "polygons": lambda: rasterise(read_polygon_json(path), shape),
+        "geojson": lambda: rasterise(read_geojson(path, class_name), shape),
+    }
+    return readers[fmt]()
+
+
+def import_dataset(
+    fmt: str,
+    images_dir: str | Path,
+    annotations_dir: str | Path,
+    out_dir: str | Path,
+    defaults: ImportDefaults,
+    meta_csv: str | Path | None = None,
+    suffix: str = "",
+    class_name: str | None = None,
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Convert a folder of annotated images into the competition layout at ``out_dir``;
+    returns the written ``train.csv`` table."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise DataError(f"{out_dir}: exists already (choose another folder, or --overwrite)")
+    pairs = find_pairs(Path(images_dir), Path(annotations_dir), fmt, suffix)
+    meta = read_meta(Path(meta_csv) if meta_csv else None)
+    extra = sorted(set(meta) - {i for i, _, _ in pairs})
+    if extra:
+        raise DataError(f"{meta_csv}: row(s) for id(s) without an image: {extra[:5]}")
+    rows = []
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        (tmp / "train_images").mkdir()
+        for image_id, image_path, annotation in track(pairs, description=f"import {fmt}"):
+            values = row_meta(image_id, meta, defaults, image_path)
+            img = read_any_image(image_path)
+            mask = annotation_mask(fmt, annotation, img.shape[:2], class_name)
+            if not mask.any():  # train.csv has no way to say "no FTU" (an empty RLE is missing)
+                raise DataError(f"{annotation}: no FTU pixels in the annotation")
+            write_image(tmp / "train_images" / f"{image_id}.tiff", img)
+            rows.append({
+                "id": image_id, "organ": values["organ"], "data_source": values["data_source"],
+                "img_height": img.shape[0], "img_width": img.shape[1],
+                "pixel_size": float(values["pixel_size"]),
+                "tissue_thickness": float(values["tissue_thickness"]), "rle": rle.encode(mask),
+            })  # fmt: skip
+        table = pd.DataFrame(rows, columns=[*TEST_COLUMNS, "rle"])
+        table.to_csv(tmp / "train.csv", index=False)
+        read_metadata(tmp / "train.csv", "train")  # the data contract, before anything lands
+    return table

@@ -1,0 +1,424 @@
+"""Ensemble search on the out-of-fold predictions: model weights (coordinate ascent) and one
+threshold per organ that maximise OOF mean Dice.
+
+Weights are searched at training scale against the prepared masks (cheap, many evaluations);
+thresholds are then chosen at the original resolution against the real masks, through the same
+map arithmetic (:mod:`ftuseg.infer.maps`) the submission uses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.progress import track
+
+from ftuseg.core.errors import DataError
+from ftuseg.core.metrics import dice, dice_from_counts, summarise
+from ftuseg.core.organs import ORGANS
+from ftuseg.data.contract import read_metadata, row_mask
+from ftuseg.data.prepare import load_prepared, read_index
+from ftuseg.ensemble.oof_maps import read_coverage, read_oof_map
+from ftuseg.infer.maps import dequantize, ensemble_prob, member_weights, postprocess, quantize
+from ftuseg.infer.members import EnsembleConfig
+
+# The threshold every report compares the tuned ones with ("at 0.5" in metrics/ensemble.json).
+REFERENCE_THRESHOLD = 0.5
+
+
+def threshold_counts(
+    prob: np.ndarray, truth: np.ndarray, thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """|P∩T| and |P| for ``P = prob > t`` at every threshold, in one pass over the pixels."""
+    # searchsorted(side="left") counts the thresholds strictly below each pixel's probability.
+    above = np.searchsorted(thresholds, prob.ravel(), side="left")
+    k = thresholds.size
+    all_hist = np.bincount(above, minlength=k + 1)
+    in_hist = np.bincount(above[truth.ravel().astype(bool)], minlength=k + 1)
+    # Pixels with above == i exceed thresholds 0..i-1: suffix sums give the count for each t.
+    pred_sum = np.cumsum(all_hist[::-1])[::-1][1:]
+    inter = np.cumsum(in_hist[::-1])[::-1][1:]
+    return inter, pred_sum, int(truth.sum())
+
+
+def best_thresholds(
+    scores: np.ndarray, organs: np.ndarray, grid: np.ndarray
+) -> tuple[dict[str, float], float]:
+    """Per-organ threshold maximising the organ's mean Dice, and the resulting overall mean."""
+    chosen, per_image = {}, np.zeros(len(organs))
+    for organ in np.unique(organs):
+        sel = organs == organ
+        j = int(np.argmax(scores[sel].mean(axis=0)))
+        chosen[str(organ)] = round(float(grid[j]), 4)
+        per_image[sel] = scores[sel, j]
+    return chosen, float(per_image.mean())
+
+
+class LevelTable:
+    """The OOF member maps of many images, reduced to what the weight search needs.
+
+    Every step from member maps to a thresholded mask is per pixel (weighted sum of uint8
+    levels, re-quantisation to uint8, comparison with a threshold), so a pixel's outcome depends
+    only on its tuple of member levels and whether it lies inside the truth. Each image is
+    stored as its distinct (levels, inside) tuples with their pixel counts: the objective then
+    costs O(distinct tuples) instead of O(pixels) and gives the same numbers as evaluating every
+    pixel (the arithmetic is :func:`ftuseg.infer.maps.combine`'s, element by element, through
+    256-entry tables per member). Memory holds the tuples, ``members + 4`` bytes each (0.39
+    tuples per pixel on noisy synthetic maps, 0.28 on the sample's OOF maps), never the maps;
+    evaluation works one image at a time on ``workers`` threads (numpy releases the GIL in the
+    gathers and sums that dominate).
+    """
+
+    def __init__(self, n_members: int, workers: int | None = None) -> None:
+        if not 1 <= n_members <= 7:
+            raise ValueError(f"the weight search packs up to 7 members, got {n_members}")
+        self.n_members = n_members
+        self.workers = workers or os.cpu_count() or 1
+        # Per image: member levels (M, U) uint8 and pixel counts (U,) uint32, split into the
+        # tuples inside the truth and those outside it.
+        self._inside: list[tuple[np.ndarray, np.ndarray]] = []
+        self._outside: list[tuple[np.ndarray, np.ndarray]] = []
+        self.truth_sums: list[int] = []
+        self.pixels = 0
+
+    def add(self, maps: Sequence[np.ndarray], truth: np.ndarray) -> None:
+        """One image: its members' quantised maps and its truth mask (same shape)."""
+        if len(maps) != self.n_members:
+            raise ValueError(f"expected {self.n_members} member maps, got {len(maps)}")
+        if truth.size >= 2**32:
+            raise ValueError(f"an image of {truth.size} pixels overflows the uint32 counts")
+        # 1 + 8 * members bits: uint32 sorts twice as fast as uint64 for up to 3 members.
+        dtype = np.uint32 if self.n_members <= 3 else np.uint64
+        code = truth.ravel().astype(bool).astype(dtype)
+        for m, q in enumerate(maps):
+            if q.shape != truth.shape or q.dtype != np.uint8:
+                raise ValueError("member maps must be uint8 arrays of the truth's shape")
+            code |= q.ravel().astype(dtype) << dtype(1 + 8 * m)
+        unique, counts = np.unique(code, return_counts=True)
+        levels = np.stack(
+            [((unique >> dtype(1 + 8 * m)) & dtype(255)).astype(np.uint8)
+             for m in range(self.n_members)]
+        )  # fmt: skip
+        inside = (unique & dtype(1)).astype(bool)
+        counts = counts.astype(np.uint32)
+        self._inside.append((levels[:, inside], counts[inside]))
+        self._outside.append((levels[:, ~inside], counts[~inside]))
+        self.truth_sums.append(int(np.count_nonzero(truth)))
+        self.pixels += truth.size
+
+    def __len__(self) -> int:
+        return len(self._inside)
+
+    @property
+    def tuples(self) -> int:
+        return sum(c.size for _, c in self._inside) + sum(c.size for _, c in self._outside)
+
+    @property
+    def nbytes(self) -> int:
+        parts = self._inside + self._outside
+        return sum(lv.nbytes + c.nbytes for lv, c in parts)
+
+    def _image_counts(
+        self, i: int, weights: Sequence[float], bins: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``i``'s histograms over threshold bins: all pixels, pixels inside the truth."""
+        total = float(sum(weights))
+        # combine()'s arithmetic as tables: float32(w / total) · level / 255 for each level.
+        luts = [np.float32(w / total) * dequantize(np.arange(256, dtype=np.uint8)) for w in weights]
+        hists = []
+        for levels, counts in (self._inside[i], self._outside[i]):
+            acc = luts[0][levels[0]]
+            for m in range(1, self.n_members):
+                acc += luts[m][levels[m]]
+            hists.append(np.bincount(bins[quantize(acc)], weights=counts, minlength=k + 1))
+        return hists[0] + hists[1], hists[0]
+
+    def dice_table(self, image_weights: Sequence[Sequence[float]], grid: np.ndarray) -> np.ndarray:
+        """Per-image Dice at every threshold of ``grid`` (n_images, len(grid)) for the ensemble
+        with ``image_weights[i]`` (one weight per member) on image ``i``."""
+        # The threshold bin of each of the 256 levels (as threshold_counts bins probabilities).
+        bins = np.searchsorted(grid, np.arange(256, dtype=np.float32) / np.float32(255.0))
+        k, n = grid.size, len(self)
+        all_hist, in_hist = np.zeros((n, k + 1)), np.zeros((n, k + 1))
+
+        def one(i: int) -> None:
+            all_hist[i], in_hist[i] = self._image_counts(i, image_weights[i], bins, k)
+
+        if self.workers > 1 and n > 1:
+            with ThreadPoolExecutor(self.workers) as pool:
+                list(pool.map(one, range(n)))
+        else:
+            for i in range(n):
+                one(i)
+        pred_sum = np.cumsum(all_hist[:, ::-1], axis=1)[:, ::-1][:, 1:]
+        inter = np.cumsum(in_hist[:, ::-1], axis=1)[:, ::-1][:, 1:]
+        truth = np.asarray(self.truth_sums, np.float64)[:, None]
+        return dice_from_counts(inter, pred_sum, truth)
+
+    def objective(
+        self,
+        weights: Sequence[float],
+        organs: Sequence[str],
+        grid: Sequence[float],
+        coverage: Sequence[Sequence[str] | None] | None = None,
+    ) -> float:
+        """OOF mean Dice of the weighted ensemble with the best threshold per organ (``-inf``
+        where the weights leave an organ without a member)."""
+        coverage = list(coverage) if coverage is not None else [None] * len(weights)
+        grid_arr = np.asarray(sorted(grid), dtype=np.float64)
+        try:
+            image_weights = [member_weights(weights, coverage, o) for o in organs]
+        except ValueError:
+            return -np.inf
+        table = self.dice_table(image_weights, grid_arr)
+        return best_thresholds(table, np.asarray(organs), grid_arr)[1]
+
+
+def weights_objective(
+    weights: Sequence[float],
+    maps: Sequence[Sequence[np.ndarray]],
+    truths: Sequence[np.ndarray],
+    organs: Sequence[str],
+    grid: Sequence[float],
+    coverage: Sequence[Sequence[str] | None] | None = None,
+) -> float:
+    """What the weight search maximises: OOF mean Dice of the weighted ensemble with the best
+    threshold per organ (``-inf`` where the weights leave an organ without a member)."""
+    return level_table(maps, truths).objective(weights, organs, grid, coverage)
+
+
+def level_table(maps: Sequence[Sequence[np.ndarray]], truths: Sequence[np.ndarray]) -> LevelTable:
+    table = LevelTable(len(maps[0]))
+    for m, t in zip(maps, truths, strict=True):
+        table.add(m, t)
+    return table
+
+
+def search_weights(
+    maps: Sequence[Sequence[np.ndarray]] | LevelTable,
+    truths: Sequence[np.ndarray] | None,
+    organs: Sequence[str],
+    grid: Sequence[float],
+    factors: Sequence[float] = (0.0, 0.5, 0.8, 1.25, 2.0),
+    max_rounds: int = 10,
+    coverage: Sequence[Sequence[str] | None] | None = None,
+) -> tuple[np.ndarray, float]:
+    """Coordinate ascent on model weights for OOF mean Dice with per-organ thresholds.
+
+    ``maps[i][m]`` is model m's quantised probability for image i (same shape as
+    ``truths[i]``), or a :class:`LevelTable` built from them (``truths`` None). Each round tries
+    scaling one weight at a time by ``factors`` and keeps any improvement; cost grows linearly
+    with the number of models. Specialists (``coverage``) count only on their organs; weights
+    leaving an organ without any member are not considered. Returns normalised weights and the
+    objective they reach.
+    """
+    table = maps if isinstance(maps, LevelTable) else level_table(maps, truths)  # type: ignore[arg-type]
+    n_models = table.n_members
+
+    def objective(w: np.ndarray) -> float:
+        return table.objective(w, organs, grid, coverage)
+
+    weights = np.ones(n_models)
+    best = objective(weights)
+    if n_models == 1:
+        return weights, best
+    for _ in range(max_rounds):
+        improved = False
+        for m in range(n_models):
+            for f in factors:
+                trial = weights.copy()
+                trial[m] = weights[m] * f
+                if trial.sum() <= 0 or np.allclose(trial, weights):
+                    continue
+                score = objective(trial)
+                if score > best + 1e-9:
+                    best, weights, improved = score, trial, True
+        if not improved:
+            break
+    return weights / weights.sum(), best
+
+
+@dataclass
+class EnsembleResult:
+    config: EnsembleConfig
+    metrics: dict[str, Any]
+    curves: pd.DataFrame  # threshold x organ mean Dice of the ensemble
+    per_image: pd.DataFrame  # id, organ, dice of the ensemble at its thresholds
+
+
+def fixed_weights_of(
+    fixed: dict[str, float], models: Sequence[str], coverage: Sequence[Any]
+) -> np.ndarray:
+    """``ensemble.weights`` as a normalised vector over ``models``, checked to give every organ
+    a covering member."""
+    weights = np.array([float(fixed.get(n, 0.0)) for n in models])
+    if weights.sum() <= 0:
+        raise DataError("ensemble.weights must give at least one model a positive weight")
+    weights = weights / weights.sum()
+    for organ in ORGANS:
+        try:
+            member_weights(weights, coverage, organ)
+        except ValueError as exc:
+            raise DataError(f"ensemble.weights: {exc}") from None
+    return weights
+
+
+def searched_weights(
+    prepared_dir: Path, oof_dir: Path, models: Sequence[str], ids: Sequence[str],
+    organs: np.ndarray, grid: np.ndarray, coverage: Sequence[Any],
+) -> np.ndarray:  # fmt: skip
+    """Weights by coordinate ascent at training scale. One image in memory at a time: the
+    search works on the compressed :class:`LevelTable`."""
+    table = LevelTable(len(models))
+    for i in track(ids, description="ensemble: index OOF maps"):
+        table.add([read_oof_map(oof_dir, n, i) for n in models], load_prepared(prepared_dir, i)[1])
+    weights, _ = search_weights(table, None, organs, grid, coverage=coverage)
+    return weights
+
+
+def score_thresholds(
+    csv_path: Path, meta: pd.DataFrame, oof_dir: Path, models: Sequence[str], ids: Sequence[str],
+    candidates: dict[str, np.ndarray], coverage: Sequence[Any], evaluated: np.ndarray,
+    min_component_um2: float,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per candidate weighting (name -> weights), the (images, thresholds) Dice table at the
+    original resolution against the real masks (``meta``: ``csv_path``'s rows by id).
+    ``"ensemble"`` uses the members' organ coverage; any other candidate (a model on its own) is
+    scored on every image, as if it covered every organ."""
+    no_coverage = [None] * len(models)
+    tables = {k: np.zeros((len(ids), evaluated.size)) for k in candidates}
+    for i, image_id in enumerate(track(ids, description="ensemble: score thresholds")):
+        row = meta.loc[image_id]
+        truth = row_mask(row, csv_path)
+        maps = [read_oof_map(oof_dir, n, image_id) for n in models]
+        for key, w in candidates.items():
+            if key != "ensemble" and len(models) == 1:  # the one model is the ensemble
+                tables[key][i] = tables["ensemble"][i]
+                continue
+            cov = coverage if key == "ensemble" else no_coverage
+            prob = ensemble_prob(maps, member_weights(w, cov, row.organ), truth.shape)
+            if min_component_um2 > 0:
+                tables[key][i] = [
+                    dice(postprocess(prob, t, row.pixel_size, min_component_um2), truth)
+                    for t in evaluated
+                ]
+            else:
+                tables[key][i] = dice_from_counts(*threshold_counts(prob, truth, evaluated))
+    return tables
+
+
+def checked_coverage(oof_dir: Path, models: Sequence[str], organs: np.ndarray) -> list[Any]:
+    """Each member's organ coverage (None: every organ); an error when an organ of the OOF
+    images has no member."""
+    coverage = read_coverage(oof_dir, models)
+    uncovered = sorted(
+        {o for o in organs if all(cov is not None and o not in cov for cov in coverage)}
+    )
+    if uncovered:
+        raise DataError(f"ensemble.models: no member covers organ(s) {uncovered}")
+    return coverage
+
+
+def ensemble_metrics(
+    tables: dict[str, np.ndarray], index: pd.DataFrame, models: Sequence[str],
+    weights: np.ndarray, evaluated: np.ndarray, on_grid: np.ndarray,
+) -> tuple[dict[str, float], dict[str, Any], np.ndarray]:  # fmt: skip
+    """The ensemble's per-organ thresholds (best on the grid), its metrics (at those, at the
+    reference threshold, each model alone at its own) and its per-image Dice at its thresholds."""
+    organs = index["organ"].to_numpy()
+    column = {float(t): j for j, t in enumerate(evaluated)}
+
+    def summary(key: str) -> tuple[dict[str, float], dict[str, Any], np.ndarray]:
+        chosen, _ = best_thresholds(tables[key][:, on_grid], organs, evaluated[on_grid])
+        per_image = np.array([tables[key][i, column[chosen[o]]] for i, o in enumerate(organs)])
+        return chosen, summarise(index[["id", "organ"]].assign(dice=per_image)), per_image
+
+    chosen, ens_metrics, ens_per_image = summary("ensemble")
+    default_col = column[float(REFERENCE_THRESHOLD)]
+    metrics: dict[str, Any] = {
+        "ensemble": ens_metrics,
+        "ensemble_at_default_threshold": summarise(
+            index[["id", "organ"]].assign(dice=tables["ensemble"][:, default_col])
+        ),
+        "weights": {n: round(float(w), 4) for n, w in zip(models, weights, strict=True)},
+        "single_models": {n: summary(n)[1] for n in models},
+    }
+    best_single = max(models, key=lambda n: metrics["single_models"][n]["dice"])
+    metrics["best_single_model"] = {
+        "name": best_single,
+        "dice": metrics["single_models"][best_single]["dice"],
+    }
+    return chosen, metrics, ens_per_image
+
+
+def search_ensemble(
+    raw_dir: str | Path,
+    prepared_dir: str | Path,
+    oof_dir: str | Path,
+    models: Sequence[str],
+    thresholds: Sequence[float],
+    um_per_px: float,
+    fixed_weights: dict[str, float] | None = None,
+    min_component_um2: float = 0.0,
+    untuned_threshold: float | None = None,
+) -> EnsembleResult:
+    """Find model weights and per-organ thresholds that maximise OOF mean Dice.
+
+    ``fixed_weights`` skips the weight search; ``untuned_threshold`` is recorded for organs
+    the OOF data has no image of (None: predicting such an organ is an error).
+    """
+    raw_dir, prepared_dir, oof_dir = Path(raw_dir), Path(prepared_dir), Path(oof_dir)
+    grid = np.asarray(sorted(thresholds), dtype=np.float64)
+    if grid.size == 0 or grid.min() <= 0 or grid.max() >= 1:
+        raise DataError("ensemble.thresholds must be a non-empty list of values in (0, 1)")
+    evaluated = np.union1d(grid, [REFERENCE_THRESHOLD])
+    on_grid = np.isin(evaluated, grid)
+    csv_path = raw_dir / "train.csv"  # read before the search: a bad row fails fast
+    meta = read_metadata(csv_path, "train").set_index("id", drop=False)
+    index = read_index(prepared_dir)
+    ids, organs = index["id"].tolist(), index["organ"].to_numpy()
+    models = list(models)
+
+    coverage = checked_coverage(oof_dir, models, organs)
+    if fixed_weights:
+        weights = fixed_weights_of(fixed_weights, models, coverage)
+    else:
+        weights = searched_weights(prepared_dir, oof_dir, models, ids, organs, grid, coverage)
+
+    candidates = {"ensemble": weights, **{n: np.eye(len(models))[j] for j, n in enumerate(models)}}
+    tables = score_thresholds(
+        csv_path, meta, oof_dir, models, ids, candidates, coverage, evaluated, min_component_um2
+    )
+
+    chosen, metrics, ens_per_image = ensemble_metrics(
+        tables, index, models, weights, evaluated, on_grid
+    )
+    config = EnsembleConfig(
+        members={n: round(float(w), 6) for n, w in zip(models, weights, strict=True) if w > 0},
+        thresholds=chosen,
+        um_per_px=um_per_px,
+        untuned_threshold=untuned_threshold,
+    )
+    per_image = index[["id", "organ", "fold"]].assign(dice=np.round(ens_per_image, 5))
+    return EnsembleResult(
+        config,
+        metrics,
+        organ_curves(tables["ensemble"][:, on_grid], organs, evaluated[on_grid]),
+        per_image,
+    )
+
+
+def organ_curves(table: np.ndarray, organs: np.ndarray, grid: np.ndarray) -> pd.DataFrame:
+    """Mean Dice per threshold of every organ present (the ensemble's threshold curves)."""
+    curves = pd.DataFrame({"threshold": grid})
+    for organ in ORGANS:
+        sel = organs == organ
+        if sel.any():
+            curves[organ] = np.round(table[sel].mean(axis=0), 5)
+    return curves

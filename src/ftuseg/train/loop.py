@@ -1,0 +1,405 @@
+"""Training of one architecture on one fold.
+
+Logs through dvclive (so ``dvc plots`` shows loss and Dice curves), keeps the checkpoint of the
+best validation Dice as safetensors, and is deterministic on CPU for a given seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from dvclive import Live
+from rich.progress import Progress
+from torch.utils.data import DataLoader
+
+from ftuseg.core.errors import DataError
+from ftuseg.core.utils import seed_everything
+from ftuseg.domain.augment import AugmentConfig
+from ftuseg.domain.normalize import NormalizeConfig
+from ftuseg.infer.engine import InferenceConfig
+from ftuseg.models import Segmenter
+from ftuseg.models.checkpoint import save_checkpoint
+from ftuseg.models.losses import LossWeights, SegmentationLoss
+from ftuseg.train.config import (
+    EXECUTION_KNOBS,
+    RunDirs,
+    Runtime,
+    TrainConfig,
+    setup_runtime,
+)
+from ftuseg.train.dann import DomainAdversarial, build_domain_adversarial
+from ftuseg.train.datasets import EpochBatches
+from ftuseg.train.distributed import (
+    barrier,
+    cleanup,
+    from_main,
+    mean_across,
+)
+from ftuseg.train.epoch import train_epoch
+from ftuseg.train.inputs import (
+    TrainData,
+    build_loader,
+    fold_ids,
+    image_files,
+    input_files,
+    pseudo_loader,
+)
+from ftuseg.train.live import NoLive, progress_bar
+from ftuseg.train.optimisation import Optimisation, build_optimisation, prepare_model, total_updates
+from ftuseg.train.resume import (
+    TrainingState,
+    fingerprint,
+    inputs_digest,
+    load_state,
+    mark_complete,
+    restore,
+    save_state,
+)
+from ftuseg.train.validation import Validator
+
+log = logging.getLogger(__name__)
+
+
+def run_fingerprint(
+    model_name: str,
+    model_cfg: dict[str, Any],
+    cfg: TrainConfig,
+    fold: int,
+    ids: tuple[list[str], list[str]],
+    data: TrainData,
+    settings: dict[str, Any],
+    device: torch.device,
+    files: list[Path],
+) -> str:
+    """Everything that determines the run; the execution knobs (threads, workers, resume) do
+    not count."""
+    return fingerprint(
+        {
+            "model": model_name,
+            "model_cfg": model_cfg,
+            "cfg": {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_KNOBS},
+            "um_per_px": data.um_per_px,
+            "fold": fold,
+            "train_ids": ids[0],
+            "val_ids": ids[1],
+            **settings,
+            # a GPU run resumes on a GPU (its CUDA RNG and GradScaler state), a CPU run on a CPU
+            "device": device.type,
+            "inputs": inputs_digest(files),
+        }
+    )
+
+
+@dataclass
+class FoldRun:
+    """Everything one fold's training builds before its first epoch."""
+
+    name: str
+    model_cfg: dict[str, Any]
+    fold: int
+    seed: int
+    train_ids: list[str]
+    val_ids: list[str]
+    train_pixel_sizes: list[float]
+    files: tuple[dict[str, Path], dict[str, list[Path]]]
+    loader: DataLoader
+    sampler: EpochBatches
+    validate: Validator
+    model: Segmenter
+    net: torch.nn.Module
+    criterion: SegmentationLoss
+    opt: Optimisation
+    domain: DomainAdversarial | None
+    run_id: str
+    um_per_px: float
+    normalize: NormalizeConfig
+    crop_size: int
+
+    def checkpoint_meta(self, epoch: int, val_dice: float) -> dict[str, Any]:
+        """What the checkpoint records beside the weights (everything inference needs)."""
+        return {
+            "name": self.name,
+            "model_cfg": self.model_cfg,
+            "um_per_px": self.um_per_px,
+            "stain_normalize": asdict(self.normalize),
+            "fold": self.fold,
+            "epoch": epoch,
+            "val_dice": round(val_dice, 5),
+            "train_ids": self.train_ids,
+            "val_ids": self.val_ids,
+            # What `inference.scale_handling: false` assumes every image has.
+            "train_pixel_sizes": self.train_pixel_sizes,
+            # The context the model learnt from: inference tiles default to it.
+            "crop_size": self.crop_size,
+        }
+
+
+def build_fold_run(
+    data: TrainData,
+    model_name: str,
+    model_cfg: dict[str, Any],
+    fold: int,
+    cfg: TrainConfig,
+    settings: tuple[AugmentConfig, NormalizeConfig, InferenceConfig],
+    runtime: Runtime,
+) -> FoldRun:
+    """Seed, split, data, validator, model, loss, optimiser, domain head and run fingerprint,
+    built in a fixed order (the order of the random draws is part of determinism)."""
+    augment, normalize, inference = settings
+    if cfg.pseudo_start and normalize.method != "none":
+        raise DataError(
+            "train.pseudo_start > 0 with stain.normalize on: the unlabeled images are not "
+            "normalised, so the teacher would label other colours than it was trained on"
+        )
+    seed = cfg.seed + 1000 * fold
+    seed_everything(seed)
+    train_ids, val_ids, train_pixel_sizes = fold_ids(data.prepared, fold)
+    files = image_files(data, normalize, [*train_ids, *val_ids], cfg)
+    loader, sampler = build_loader(data, train_ids, files, cfg, augment, seed, runtime)
+    validate = Validator(
+        data.prepared, data.train_csv, val_ids, data.um_per_px, cfg.crop_size, inference,
+        train_pixel_sizes, files[0],
+    )  # fmt: skip
+    if cfg.domain_weight > 0:  # recorded in the checkpoint: its weights include the head
+        model_cfg = {**model_cfg, "domain_head": True}
+    model, net = prepare_model(model_cfg, cfg, runtime)
+    criterion = SegmentationLoss(
+        LossWeights(
+            cfg.bce_weight, cfg.dice_weight, cfg.focal_weight, cfg.aux_weight, cfg.organ_weight,
+            cfg.pixel_size_weight,
+        )
+    )  # fmt: skip
+    opt = build_optimisation(model, cfg, len(loader), runtime.cuda)
+    domain = (
+        build_domain_adversarial(
+            data.unlabeled,
+            model.domain_head,
+            len(loader.dataset),
+            cfg.batch_size,
+            cfg.crop_size,
+            cfg.domain_weight,
+            cfg.domain_gamma,
+            total_updates(cfg, len(loader)),
+            seed + 1,
+            cfg.num_workers,
+            runtime.cuda,
+            runtime.info,
+        )  # fmt: skip
+        if cfg.domain_weight > 0
+        else None
+    )
+    recipe = {"augment": asdict(augment), "normalize": asdict(normalize),
+              "inference": asdict(inference)}  # fmt: skip
+    run_id = run_fingerprint(
+        model_name, model_cfg, cfg, fold, (train_ids, val_ids), data, recipe, runtime.device,
+        input_files(data, [*train_ids, *val_ids], files, cfg),
+    )  # fmt: skip
+    return FoldRun(
+        model_name, model_cfg, fold, seed, train_ids, val_ids, train_pixel_sizes, files, loader,
+        sampler, validate, model, net, criterion, opt, domain, run_id, data.um_per_px, normalize,
+        cfg.crop_size,
+    )  # fmt: skip
+
+
+def train_fold(
+    data: TrainData,
+    model_name: str,
+    model_cfg: dict[str, Any],
+    fold: int,
+    cfg: TrainConfig,
+    dirs: RunDirs,
+    augment: AugmentConfig | None = None,
+    normalize: NormalizeConfig | None = None,
+    inference: InferenceConfig | None = None,
+) -> dict[str, Any]:
+    """Train ``model_name`` on all folds but ``fold``, validate on ``fold``; returns a summary.
+
+    The best epoch is chosen by :class:`~ftuseg.train.validation.Validator`, the OOF stage's own
+    computation with ``inference`` (default: tiles of the training crop, no TTA). With
+    ``dirs.state`` (and ``cfg.resume``), the state after every epoch is persisted there and a
+    run killed part-way continues from its last completed epoch, ending with the same weights
+    and logs as an uninterrupted run (see :mod:`ftuseg.train.resume`).
+
+    ``augment`` is the augmentation recipe (default: dihedral only); stain copies come from
+    ``data.stain`` (drawn with ``cfg.stain_copy_prob``); with ``normalize`` on, every image and
+    copy is read from the normalize stage's cached output and the checkpoint records the
+    settings, so inference normalises too.
+    """
+    settings = (augment or AugmentConfig(), normalize or NormalizeConfig(),
+                inference or InferenceConfig())  # fmt: skip
+    runtime = setup_runtime(cfg)
+    run = build_fold_run(data, model_name, model_cfg, fold, cfg, settings, runtime)
+    state, best_weights = resume_run(
+        dirs, cfg, run.run_id, run.model, run.opt, run.checkpoint_meta, runtime
+    )
+    resumed_from = state.epoch
+    started = time.perf_counter()
+    main = runtime.info.is_main
+    with (
+        Live(str(dirs.live), dvcyaml=None, save_dvc_exp=False, report=None)
+        if main
+        else NoLive() as live,
+        progress_bar(model_name, fold, main) as progress,
+        contextlib.ExitStack() as scratch,
+    ):
+        # Pseudo-labels live with the resumable state (a resumed run reuses them), else in a
+        # temporary folder for the run's duration.
+        labels_dir = (
+            dirs.state / f"pseudo-{run.run_id[:16]}"
+            if dirs.state
+            else Path(scratch.enter_context(tempfile.TemporaryDirectory())) / "pseudo"
+        )
+        live.log_params({"model": model_name, "fold": fold, **asdict(cfg)})
+        for logged in state.history:  # replay the epochs a killed run already logged
+            for name, value in logged.items():
+                live.log_metric(name, value)
+            live.next_step()
+        pseudo_stats = run_epochs(
+            run, state, best_weights, cfg, settings, data, dirs, runtime, live, progress,
+            (labels_dir, resumed_from),
+        )  # fmt: skip
+        summary = {
+            "best_val_dice": round(state.best_val_dice, 5),
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch,
+            **{k.replace("/", "_"): round(v, 5) for k, v in (pseudo_stats or {}).items()},
+        }
+        for key, value in summary.items():
+            live.summary[key] = value
+    if dirs.state and main:
+        mark_complete(dirs.state, state)
+    cleanup(runtime.info)
+    # Wall time is reported but kept out of the metrics file, which must be reproducible.
+    return {
+        **summary,
+        "resumed_from_epoch": resumed_from,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def run_epochs(
+    run: FoldRun,
+    state: TrainingState,
+    best_weights: dict[str, torch.Tensor] | None,
+    cfg: TrainConfig,
+    settings: tuple[AugmentConfig, NormalizeConfig, InferenceConfig],
+    data: TrainData,
+    dirs: RunDirs,
+    runtime: Runtime,
+    live: Any,
+    progress: Progress,
+    pseudo: tuple[Path, int],
+) -> dict[str, float] | None:
+    """The epochs from ``state.epoch`` on: train, validate, log, keep the best checkpoint, stop
+    early where asked. ``pseudo``: where pseudo-labels go and the epoch the run resumed from.
+    Returns the pseudo-label statistics (None without self-training)."""
+    augment, _, inference = settings
+    labels_dir, resumed_from = pseudo
+    loader, sampler, pseudo_stats = run.loader, run.sampler, None
+    task = progress.add_task(
+        "train", total=cfg.epochs * len(loader), completed=state.epoch * len(loader),
+        epoch=state.epoch, loss=math.nan, dice=math.nan,
+    )  # fmt: skip
+    for epoch in range(state.epoch, cfg.epochs):
+        if cfg.pseudo_start and epoch >= cfg.pseudo_start and pseudo_stats is None:
+            # The teacher: this fold's weights as they stand now (see ftuseg.train.pseudo).
+            loader, sampler, pseudo_stats = pseudo_loader(
+                run.model, data, (run.train_ids, run.val_ids), run.files, cfg, augment, run.seed,
+                runtime, inference, labels_dir, generate=resumed_from <= cfg.pseudo_start,
+            )  # fmt: skip
+        run.model.train()
+        sampler.set_epoch(epoch)  # the data order and every crop depend on the epoch alone
+        if run.domain is not None:
+            run.domain.set_epoch(epoch)
+        losses = train_epoch(
+            run.net, run.model.has_heads, loader, run.criterion, run.opt, epoch, cfg, runtime,
+            lambda loss, e=epoch: progress.update(task, advance=1, epoch=e + 1, loss=loss),
+            run.domain,
+        )  # fmt: skip
+        # Validation on the main process; every rank gets its score for early stopping.
+        val_dice = from_main(run.validate(run.model) if runtime.info.is_main else 0.0, runtime.info)
+        progress.update(task, dice=val_dice)
+        metrics = {
+            **{f"train/{k}": mean_across(v, runtime.info) for k, v in losses.items()},
+            "train/lr": run.opt.optimizer.param_groups[0]["lr"],
+            "val/dice": val_dice,
+        }
+        for name, value in metrics.items():
+            live.log_metric(name, value)
+        live.next_step()
+        best_weights = end_epoch(
+            state, epoch, metrics, run.model, run.opt, best_weights, dirs, run.checkpoint_meta,
+            runtime,
+        )  # fmt: skip
+        if cfg.max_steps and (epoch + 1) * run.opt.updates_per_epoch >= cfg.max_steps:
+            log.info("stopping after %d optimiser steps (train.max_steps)", cfg.max_steps)
+            break
+        if cfg.patience and state.stale >= cfg.patience:
+            log.info("early stop after epoch %d (best %d)", epoch + 1, state.best_epoch)
+            break
+    return pseudo_stats
+
+
+def resume_run(
+    dirs: RunDirs,
+    cfg: TrainConfig,
+    run_id: str,
+    model: Segmenter,
+    opt: Optimisation,
+    checkpoint_meta: Any,
+    runtime: Runtime,
+) -> tuple[TrainingState, dict[str, torch.Tensor] | None]:
+    """The state to start from: a fresh one, or the persisted state of an interrupted run with
+    the same fingerprint (weights, optimiser, scaler and RNG restored in place)."""
+    resumed = load_state(dirs.state, run_id) if (dirs.state and cfg.resume) else None
+    if resumed is None:
+        return TrainingState(run_id), None
+    state, tensors, saved = resumed
+    best_weights = restore(tensors, saved, model, opt.optimizer, opt.scaler)
+    log.info("resuming after epoch %d (best %d)", state.epoch, state.best_epoch)
+    if best_weights is not None and runtime.info.is_main:
+        # The killed run's checkpoint folder is gone (DVC clears outputs); re-emit the best one.
+        current = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(best_weights)
+        save_checkpoint(
+            dirs.checkpoint, model, checkpoint_meta(state.best_epoch, state.best_val_dice)
+        )
+        model.load_state_dict(current)
+    return state, best_weights
+
+
+def end_epoch(
+    state: TrainingState,
+    epoch: int,
+    metrics: dict[str, float],
+    model: Segmenter,
+    opt: Optimisation,
+    best_weights: dict[str, torch.Tensor] | None,
+    dirs: RunDirs,
+    checkpoint_meta: Any,
+    runtime: Runtime,
+) -> dict[str, torch.Tensor] | None:
+    """Book-keeping after an epoch: history, best checkpoint, early-stopping counter and the
+    resumable state. Returns the best weights so far."""
+    val_dice = metrics["val/dice"]
+    state.history.append(metrics)
+    state.epoch = epoch + 1
+    if val_dice > state.best_val_dice:
+        state.best_val_dice, state.best_epoch, state.stale = val_dice, epoch + 1, 0
+        if runtime.info.is_main:
+            save_checkpoint(dirs.checkpoint, model, checkpoint_meta(epoch + 1, val_dice))
+        best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    else:
+        state.stale += 1
+    if dirs.state and runtime.info.is_main:
+        save_state(dirs.state, state, model, opt.optimizer, best_weights, opt.scaler)
+    barrier(runtime.info)
+    return best_weights
