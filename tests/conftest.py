@@ -59,14 +59,19 @@ def bundled_rows() -> pd.DataFrame:
     return pd.read_csv(FIXTURES / "real_rows.csv", dtype={"id": str})
 
 
-def run_stage(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="session")
+def run_stage():
     """Run a stage script as DVC would (``python stages/x.py``) inside ``cwd``."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "stages" / script), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+
+    def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return subprocess.run(
+            [sys.executable, str(ROOT / "stages" / script), *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    return run

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_stage
 
 from ftuseg.core.errors import DataError
 from ftuseg.core.layout import prepared_path
@@ -112,7 +111,7 @@ def test_mask_resampling_keeps_coverage():
     assert abs(small.mean() - mask.mean()) < 0.01
 
 
-def test_stage_fails_cleanly_on_bad_row_and_keeps_previous_output(raw, tmp_path):
+def test_stage_fails_cleanly_on_bad_row_and_keeps_previous_output(raw, tmp_path, run_stage):
     work = tmp_path / "work"
     work.mkdir()
     bad = tmp_path / "bad"
@@ -140,7 +139,7 @@ def test_stage_fails_cleanly_on_bad_row_and_keeps_previous_output(raw, tmp_path)
     assert not [p for p in (work / "data").iterdir() if p.name != "prepared"]
 
 
-def test_stage_fails_cleanly_on_a_missing_image(raw, tmp_path):
+def test_stage_fails_cleanly_on_a_missing_image(raw, tmp_path, run_stage):
     bad = tmp_path / "bad"
     (bad / "train_images").mkdir(parents=True)
     train = pd.read_csv(raw / "train.csv", dtype={"id": str})

@@ -118,6 +118,7 @@ def run(prepared, out, train_csv=None, cfg=CFG):
     return summary, labels
 
 
+@pytest.mark.slow
 def test_a_folds_pseudo_labels_never_see_its_validation_masks(prepared, tmp_path):
     summary, labels = run(prepared, tmp_path / "a")
     assert summary["pseudo_confident"] > 0.01  # the labels carry information (4 % here)

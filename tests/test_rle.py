@@ -23,6 +23,7 @@ def classic_encode(img: np.ndarray) -> str:
     return " ".join(str(x) for x in runs)
 
 
+@pytest.mark.slow
 def test_decode_encode_round_trip_is_byte_exact_on_real_rows(real_rows):
     assert len(real_rows) >= 10
     for row in real_rows.itertuples():
@@ -50,6 +51,7 @@ def test_decoded_masks_agree_with_real_polygons(bundled_rows):
     assert np.mean(wrong_orientation) < 0.5
 
 
+@pytest.mark.slow
 def test_shared_polygons_agree_with_every_shared_row(real_rows, shared_labels):
     folder = shared_labels / "train_annotations"
     assert len(real_rows) == 141

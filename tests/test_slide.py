@@ -38,6 +38,10 @@ PX = 0.4  # the sample's HPA images
 ORGAN = "kidney"
 
 
+# Every test here predicts with a trained ensemble, and one predicts 20480² slides.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def ensemble(tmp_path_factory):
     """A U-Net trained for a few epochs on generated sample data (3 µm/px) and, as the "slide",

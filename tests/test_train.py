@@ -57,6 +57,7 @@ def first(prepared, tmp_path_factory):
     return out, run(prepared, out)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_weights_and_logs(prepared, first, tmp_path):
     out, summary = first
     second = run(prepared, tmp_path)
@@ -68,6 +69,7 @@ def test_same_seed_gives_identical_weights_and_logs(prepared, first, tmp_path):
     assert summary["best_val_dice"] == second["best_val_dice"]
 
 
+@pytest.mark.slow
 def test_other_seed_gives_other_weights(prepared, first, tmp_path):
     out, _ = first
     run(prepared, tmp_path, TrainConfig(**{**CFG.__dict__, "seed": 1}))
@@ -89,6 +91,7 @@ def test_best_epoch_is_kept_and_curves_are_logged(first):
     assert metrics["best_epoch"] == meta["epoch"]
 
 
+@pytest.mark.slow
 def test_data_loader_workers_change_nothing(prepared, first, tmp_path):
     """Two persistent workers (each re-opening the memory maps it reads) produce the very
     batches of the in-process loader: same weights, same curves."""
@@ -98,6 +101,7 @@ def test_data_loader_workers_change_nothing(prepared, first, tmp_path):
         assert (out / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
 
 
+@pytest.mark.slow
 def test_max_steps_caps_the_optimiser_updates(prepared, tmp_path):
     """`train.max_steps` (the rehearsal's cap) stops after that many updates, mid-epoch if need
     be, and the epoch it falls in is validated and logged like any other."""
@@ -140,6 +144,7 @@ RESUME_CFG = TrainConfig(
 )
 
 
+@pytest.mark.slow
 def test_training_killed_mid_run_resumes_to_identical_weights_and_logs(prepared, tmp_path):
     ref = tmp_path / "ref"
     train_fold(data_of(prepared), "unet", MODEL, 0, RESUME_CFG, dirs(ref, state=True))
@@ -187,6 +192,7 @@ def test_training_killed_mid_run_resumes_to_identical_weights_and_logs(prepared,
     assert not (run / "state/state.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_changed_params_never_resume_a_stale_state(prepared, tmp_path):
     state = tmp_path / "state"
     short = TrainConfig(**{**RESUME_CFG.__dict__, "epochs": 3, "samples_per_image": 2})
@@ -243,6 +249,7 @@ def test_the_run_fingerprint_covers_the_content_of_its_inputs(prepared, tmp_path
     assert inputs_digest(moved) != inputs_digest(files)
 
 
+@pytest.mark.slow
 def test_domain_adversarial_training_on_unlabeled_images(prepared, tmp_path):
     """`train.domain_weight > 0`: target crops join every batch, the domain loss is logged, the
     run stays deterministic and its checkpoint (domain head included) loads for inference."""
@@ -279,6 +286,7 @@ DDP_CFG = TrainConfig(epochs=3, batch_size=4, crop_size=64, samples_per_image=4,
 DDP_LOSS_RTOL = 0.05
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_follow_the_single_process_loss(prepared, tmp_path):
     train_fold(data_of(prepared), "unet", MODEL, 0, DDP_CFG, dirs(tmp_path / "one"))
     script = tmp_path / "ddp_train.py"

@@ -58,6 +58,7 @@ def test_forward_backward_shapes_at_two_sizes(name):
         assert model(torch.rand(1, 3, 33, 47)).shape == (1, 1, 33, 47)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_full_size_config_builds_and_runs(name):
     cfg = model_config(name, "full", pretrained=False)  # no downloads in tests
@@ -84,6 +85,7 @@ def blobs(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(images), torch.stack(masks)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["unet", "swin"])
 def test_overfits_a_few_images(name):
     """A CNN and a transformer (with deep supervision) each fit 4 images: Dice ≥ 0.9."""
@@ -146,7 +148,7 @@ def test_pretrained_weights_from_a_local_file(name, tmp_path):
         build_model({**cfg, "weights_file": str(tmp_path / "missing.safetensors")})
 
 
-@pytest.mark.parametrize("name", ["unet", "segformer"])
+@pytest.mark.parametrize("name", ["unet", pytest.param("segformer", marks=pytest.mark.slow)])
 def test_a_checkpoint_trained_from_pretrained_weights_loads_offline(name, tmp_path):
     """A model built with `pretrained: true` + `weights_file` is checkpointed; loading it with no
     hub access, an empty hub cache and the weights file deleted gives the same outputs (the
@@ -271,7 +273,13 @@ def test_lung_oversampling_multiplies_lung_crops(tmp_path):
         CropDataset(tmp_path / "prep", ids, 32, organ_oversample={"lungs": 5})
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES)
+# CoaT (tied modules) and the U-Net in the fast lane, every architecture in the slow one.
+ROUND_TRIP = [
+    a if a in ("coat", "unet") else pytest.param(a, marks=pytest.mark.slow) for a in ARCHITECTURES
+]
+
+
+@pytest.mark.parametrize("name", ROUND_TRIP)
 def test_checkpoint_and_resumable_state_round_trip(name, tmp_path):
     # Some encoders tie modules (CoaT shares its conv position encodings), which safetensors
     # refuses unless the aliases are stored separately.

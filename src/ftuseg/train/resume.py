@@ -50,8 +50,10 @@ def inputs_digest(files: Iterable[Path]) -> str:
     state resumes only onto the very data it was trained on, not onto files that were
     re-prepared under the same ids."""
     digest = hashlib.sha256()
-    for path in sorted(Path(p) for p in files):
-        digest.update(f"{path.parent.name}/{path.name}".encode() + b"\0")
+    # Ordered by the hashed names, not the full paths: where the folders sit must not matter.
+    named = sorted((f"{Path(p).parent.name}/{Path(p).name}", Path(p)) for p in files)
+    for name, path in named:
+        digest.update(name.encode() + b"\0")
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
