@@ -30,7 +30,8 @@ import numpy as np
 
 from ftuseg.core.metrics import dice_from_counts
 from ftuseg.core.organs import ORGANS
-from ftuseg.ensemble.search import LevelTable, best_thresholds, search_weights, threshold_counts
+from ftuseg.ensemble.level_table import LevelTable, best_thresholds, threshold_counts
+from ftuseg.ensemble.search import search_weights
 from ftuseg.infer.maps import combine, quantize
 
 ROOT = Path(__file__).resolve().parents[1]

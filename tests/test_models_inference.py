@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ftuseg.core.metrics import dice, dice_from_counts
-from ftuseg.ensemble.search import threshold_counts
+from ftuseg.ensemble.level_table import threshold_counts
 from ftuseg.infer.engine import InferenceConfig, Member, Predictor
 from ftuseg.infer.maps import binarize, combine, to_original
 from ftuseg.models import build_model, list_models
@@ -134,7 +134,7 @@ def test_weight_search_uses_a_specialist_where_it_helps():
 def test_level_table_objective_equals_scoring_every_pixel():
     """The compressed weight-search objective gives exactly the mean per-image Dice (best
     threshold per organ) of combining the maps pixel by pixel, specialists included."""
-    from ftuseg.ensemble.search import best_thresholds, level_table
+    from ftuseg.ensemble.level_table import best_thresholds, level_table
     from ftuseg.infer.maps import combine, member_weights
 
     rng = np.random.default_rng(5)

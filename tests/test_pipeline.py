@@ -171,8 +171,8 @@ def test_searched_weights_are_never_worse_than_equal_weights(repo, first_run):
     """The weight search starts from equal weights and keeps only improvements: on the stored
     OOF maps its objective is at least that of equal weighting."""
     from ftuseg.data.prepare import load_prepared, read_index
+    from ftuseg.ensemble.level_table import weights_objective
     from ftuseg.ensemble.oof_maps import read_coverage, read_oof_map
-    from ftuseg.ensemble.search import weights_objective
 
     ensemble = json.loads((repo / "metrics/ensemble.json").read_text())
     params = yaml.safe_load((repo / "params.yaml").read_text())

@@ -52,7 +52,7 @@ def profile(
 
 @app.command()
 @stage_main
-def check_data(raw_dir: Path = typer.Argument(Path("data/raw"))) -> None:
+def check_data(raw_dir: Path = typer.Argument(PIPELINE.raw)) -> None:
     """Validate a data folder in the competition layout: tables, RLEs and every image."""
     for split in ("train", "test"):
         meta = read_metadata(raw_dir / f"{split}.csv", split)
@@ -64,7 +64,7 @@ def check_data(raw_dir: Path = typer.Argument(Path("data/raw"))) -> None:
 @kaggle_app.command("download")
 @stage_main
 def kaggle_download(
-    dest: Path = typer.Option(Path("data/raw"), help="where the competition data is unzipped"),
+    dest: Path = typer.Option(PIPELINE.raw, help="where the competition data is unzipped"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the commands, run nothing"),
 ) -> None:
     """Download and unzip the competition data (uses your own kaggle credentials)."""
@@ -74,9 +74,7 @@ def kaggle_download(
 @kaggle_app.command("push")
 @stage_main
 def kaggle_push(
-    kernel_dir: Path = typer.Option(
-        Path("kaggle_kernel"), help="the folder the kernel stage built"
-    ),
+    kernel_dir: Path = typer.Option(PIPELINE.kernel, help="the folder the kernel stage built"),
     message: str = typer.Option("ftuseg update", "-m", "--message", help="dataset version message"),
     create: bool | None = typer.Option(
         None,
