@@ -125,15 +125,23 @@ def slide_section() -> str:
 
 def models_section() -> str:
     d = load("benchmarks/results/models.json")
-    rows = []
-    for r in d["rows"]:
-        oof = r.get("oof") or {}
-        rows.append([r["model"], r["size"], r["params_m"], r["crop"], r["s_per_image"],
-                     oof.get("dice_at_0.5", "n/a"), oof.get("dice_tuned", "n/a")])  # fmt: skip
-    base = " ".join(d["baseline"])
+    base = next(r for r in d["rows"] if [r["model"], r["size"]] == d["baseline"])["s_per_image"]
+    rows = [
+        [
+            r["model"],
+            r["size"],
+            r["params_m"],
+            r["crop"],
+            r["s_per_image"],
+            round(r["s_per_image"] / base, 2),
+        ]
+        for r in d["rows"]
+    ]
     return "\n\n".join([
-        f"### Architectures (`benchmarks/models.py`): CPU forward+backward, baseline {base}",
-        table(["model", "size", "params M", "crop", "s/image", "OOF@0.5", "OOF tuned"], rows),
+        f"### Architectures (`benchmarks/models.py`): CPU forward+backward, baseline "
+        f"{' '.join(d['baseline'])}",
+        table(["model", "size", "params M", "crop", "s/image", "× baseline"], rows),
+        "Their OOF Dice on the sample: [research/](../research/README.md#architectures).",
     ])  # fmt: skip
 
 
