@@ -55,6 +55,7 @@ bench: setup  ## speed benchmarks against named baselines
 	$(BIN)/python benchmarks/models.py
 	$(BIN)/python benchmarks/loader.py --json benchmarks/results/loader.json
 	$(BIN)/python benchmarks/ensemble.py --json benchmarks/results/ensemble.json
+	$(BIN)/python benchmarks/cpu_pin.py --json benchmarks/results/cpu_pin.json
 
 rehearsal: setup  ## the kaggle chain at real data sizes on this machine (about an hour on 2 cores)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/rehearsal.py --json benchmarks/results/rehearsal.json

@@ -9,7 +9,7 @@ import typer
 
 from ftuseg.core.errors import DataError
 from ftuseg.core.layout import Layout
-from ftuseg.core.stage import group, load_params, stage_main
+from ftuseg.core.stage import group, load_params, stage_main, value
 from ftuseg.core.utils import write_csv, write_json
 from ftuseg.ensemble.gallery import write_gallery
 from ftuseg.ensemble.oof_maps import read_coverage
@@ -28,7 +28,7 @@ def main(
     raw_dir, oof, plots = layout.raw, layout.oof, layout.metric("plots")
     ens = group(p, "ensemble")
     models = list(ens["models"])
-    fixed = ens.get("weights") or {}
+    fixed = value(p, "ensemble.weights") or {}  # null or {}: searched
     unknown = set(fixed) - set(models)
     if unknown:
         raise DataError(
@@ -45,7 +45,7 @@ def main(
         um_per_px=float(group(p, "prepare")["um_per_px"]),
         fixed_weights=fixed,
         min_component_um2=min_component_um2,
-        untuned_threshold=ens.get("untuned_threshold"),
+        untuned_threshold=value(p, "ensemble.untuned_threshold"),
     )
     result.config.save(layout.ensemble)
     write_json(layout.metric("ensemble.json"), result.metrics)
@@ -66,7 +66,7 @@ def main(
         result.config.thresholds,
         result.per_image,
         layout.metric("gallery"),
-        worst_k=int(ens.get("gallery_worst_k", 2)),
+        worst_k=int(value(p, "ensemble.gallery_worst_k")),
         min_component_um2=min_component_um2,
         coverage=read_coverage(oof, models),
     )

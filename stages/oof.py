@@ -8,7 +8,7 @@ import typer
 from ftuseg.core.layout import Layout
 from ftuseg.core.stage import group, load_params, make_config, stage_main
 from ftuseg.core.utils import write_csv, write_json
-from ftuseg.ensemble.oof import run_oof
+from ftuseg.ensemble.oof import run_oof, selection_optimism
 from ftuseg.infer.engine import InferenceConfig
 
 app = typer.Typer(add_completion=False)
@@ -29,6 +29,10 @@ def main(
         layout.oof,
         make_config(InferenceConfig, p, "inference"),
     )
+    folds = [int(k) for k in group(p, "cv")["folds"]]
+    for name in result:  # best-epoch selection, measured on each fold's own validation
+        runs = [layout.log_dir(name, k) / "metrics.json" for k in folds]
+        result[name].update(selection_optimism(runs))
     write_json(layout.metric("oof.json"), result)
     write_csv(layout.metric("oof_per_image.csv"), table)
     for name, m in result.items():

@@ -29,15 +29,18 @@ def main(
 ) -> None:
     p = load_params(params)
     layout = Layout.from_params(p)
-    nproc = int(group(p, "train").get("nproc", 1))
-    if nproc > 1 and not launched_by_torchrun():
-        # The same stage command, N processes: relaunch this script under torchrun (DDP).
-        sys.exit(relaunch(nproc, [__file__, *sys.argv[1:]]))
     models = group(p, "models")
     if model not in models:
         raise DataError(
             f"params.yaml: no model {model!r} under `models` (have: {', '.join(models)})"
         )
+    try:
+        cfg = train_config(group(p, "train"), models[model])
+    except (TypeError, ValueError) as err:
+        raise DataError(f"params.yaml: train (with models.{model}.train): {err}") from None
+    if cfg.nproc > 1 and not launched_by_torchrun():
+        # The same stage command, N processes: relaunch this script under torchrun (DDP).
+        sys.exit(relaunch(cfg.nproc, [__file__, *sys.argv[1:]]))
     data = TrainData.from_layout(layout, um_per_px=float(group(p, "prepare")["um_per_px"]))
     dirs = RunDirs(
         layout.model_dir(model, fold), layout.log_dir(model, fold), layout.state_dir(model, fold)
@@ -47,7 +50,7 @@ def main(
         model,
         models[model],
         fold,
-        train_config(group(p, "train"), models[model]),
+        cfg,
         dirs,
         augment=AugmentConfig(**group(p, "augment")),
         normalize=NormalizeConfig(**group(group(p, "stain"), "normalize")),

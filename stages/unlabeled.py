@@ -9,7 +9,7 @@ import typer
 
 from ftuseg.core.errors import DataError
 from ftuseg.core.layout import Layout
-from ftuseg.core.stage import group, load_params, stage_main
+from ftuseg.core.stage import group, load_params, stage_main, value
 from ftuseg.data.prepare import prepare_unlabeled
 
 app = typer.Typer(add_completion=False)
@@ -21,8 +21,7 @@ def main(params: Path = Path("params.yaml")) -> None:
     p = load_params(params)
     layout = Layout.from_params(p)
     out = layout.unlabeled
-    train = group(p, "train")
-    used = float(train.get("domain_weight", 0.0)) > 0 or int(train.get("pseudo_start", 0)) > 0
+    used = float(value(p, "train.domain_weight")) > 0 or int(value(p, "train.pseudo_start")) > 0
     um_per_px = float(group(p, "prepare")["um_per_px"])
     if used and layout.unlabeled_source is None:
         raise DataError(

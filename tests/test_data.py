@@ -12,7 +12,13 @@ import tifffile
 
 from ftuseg.core import rle
 from ftuseg.core.errors import DataError
-from ftuseg.data.contract import TRAIN_COLUMNS, read_image, read_metadata, to_rgb_uint8
+from ftuseg.data.contract import (
+    TRAIN_COLUMNS,
+    decode_mask,
+    read_image,
+    read_metadata,
+    to_rgb_uint8,
+)
 
 GOOD = {
     "id": "1",
@@ -48,7 +54,7 @@ def test_valid_train_csv_is_read_with_typed_columns(tmp_path):
         ({"rle": "2 3 4"}, r"row id=7: RLE has an odd number of tokens"),
         ({"rle": "10 5"}, r"row id=7: RLE run ends at pixel 14, past the image area 4x3=12"),
         ({"rle": "5 3 6 1"}, r"row id=7: RLE runs overlap"),
-        ({"rle": None}, r"row id=7: missing rle"),
+        ({"rle": "NA"}, r"row id=7: RLE has a token that is not an integer"),
         ({"organ": "liver"}, r"row id=7: unknown organ 'liver'"),
         ({"pixel_size": None}, r"row id=7: pixel_size must be a positive number"),
         ({"pixel_size": 0}, r"row id=7: pixel_size must be a positive number"),
@@ -149,3 +155,12 @@ def test_encoded_sample_masks_validate(tmp_path):
     row = {**GOOD, "rle": rle.encode(mask)}
     df = read_metadata(write_csv(tmp_path, [row]), "train")
     assert df.loc[0, "rle"] == "6 2"
+
+
+def test_an_empty_rle_is_an_image_without_ftus(tmp_path):
+    """A negative tile (no FTU in the image) has an empty rle: valid, decoded to an empty mask."""
+    path = write_csv(tmp_path, [GOOD, {**GOOD, "id": "8", "rle": ""}])
+    meta = read_metadata(path, "train")
+    row = meta.set_index("id").loc["8"]
+    assert row["rle"] == ""
+    assert not decode_mask(row["rle"], (row["img_height"], row["img_width"]), "x").any()

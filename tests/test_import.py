@@ -128,7 +128,6 @@ def test_instance_masks_and_per_image_metadata(tmp_path):
         ("orphan_annotation", r"ann/zz\.png: annotation without an image"),
         ("wrong_size", r"ann/a\.png: mask is 10x10 but its image is 420x560"),
         ("colour_mask", r"ann/a\.png: colour mask"),
-        ("empty_mask", r"ann/a\.png: no FTU pixels"),
         ("no_pixel_size", r"img/a\.png: no pixel_size"),
         ("bad_organ", r"img/a\.png: organ 'liver'"),
         ("exists", r"out: exists already"),
@@ -144,8 +143,6 @@ def test_bad_mask_inputs_are_named_and_nothing_is_written(tmp_path, case, messag
         mask = np.ones((10, 10), np.uint8)
     if case == "colour_mask":
         mask = np.dstack([mask, mask * 2, mask])
-    if case == "empty_mask":
-        mask[:] = 0
     if case == "no_pixel_size":
         defaults = ImportDefaults("kidney", None, 4.0)
     if case == "bad_organ":
@@ -198,3 +195,94 @@ def test_cli_import_exit_codes(tmp_path):
     assert "1 images imported (kidney 1)" in ok.output
     bad = CliRunner().invoke(app, [*args, str(tmp_path / "out2"), "--organ", "kidney"])
     assert bad.exit_code != 0 and not (tmp_path / "out2").exists()
+
+
+def test_an_image_without_ftus_is_imported_as_a_negative_tile(tmp_path):
+    """An empty mask, or a GeoJSON without features, becomes a row with an empty RLE that the
+    data contract and the prepare stage accept (its crops are plain background)."""
+    from ftuseg.data.prepare import PrepareConfig, load_prepared, prepare
+
+    write_images(tmp_path / "img", ["neg", "pos1", "pos2", "pos3"])
+    (tmp_path / "ann").mkdir()
+    for name in ("pos1", "pos2", "pos3"):
+        features = [
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [POLYGONS[0].tolist()]},
+            }
+        ]
+        (tmp_path / f"ann/{name}.geojson").write_text(
+            json.dumps({"type": "FeatureCollection", "features": features})
+        )
+    (tmp_path / "ann/neg.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    table = import_dataset(
+        "geojson", tmp_path / "img", tmp_path / "ann", tmp_path / "out", DEFAULTS
+    )
+    assert table.set_index("id").loc["neg", "rle"] == ""
+    meta = read_metadata(tmp_path / "out/train.csv", "train").set_index("id")
+    assert meta.loc["neg", "rle"] == "" and meta.loc["pos1", "rle"] != ""
+    prepare(tmp_path / "out", tmp_path / "prep", PrepareConfig(um_per_px=1.0, n_folds=2))
+    _, mask = load_prepared(tmp_path / "prep", "neg")
+    assert not mask.any()
+
+
+def geojson_of(coords) -> str:
+    feature = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [coords]}}
+    return json.dumps({"type": "FeatureCollection", "features": [feature]})
+
+
+@pytest.mark.parametrize(
+    ("coords", "message"),
+    [
+        (
+            [[10, 10], [float("nan"), 20], [30, 10], [10, 10]],
+            r"feature 0 has a non-finite coordinate",
+        ),
+        ([[10, 10], [10, 10], [30, 10], [10, 10]], r"polygon 0 has 2 distinct point"),
+        ([[10, 10], [20, 20], [30, 30], [10, 10]], r"polygon 0 has no area"),
+        (
+            [[900, 900], [950, 900], [950, 950], [900, 900]],
+            r"polygon 0 lies outside the 560x420 image",
+        ),
+    ],
+)
+def test_every_geometry_is_checked_against_its_image(tmp_path, coords, message):
+    write_images(tmp_path / "img", ["a"])
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann/a.geojson").write_text(geojson_of(coords))
+    with pytest.raises(DataError, match=message):
+        import_dataset("geojson", tmp_path / "img", tmp_path / "ann", tmp_path / "out", DEFAULTS)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_polygon_past_the_edge_is_clipped_and_said_so(tmp_path, caplog):
+    write_images(tmp_path / "img", ["a"])
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann/a.geojson").write_text(
+        geojson_of([[500, 300], [700, 300], [700, 500], [500, 500], [500, 300]])
+    )
+    table = import_dataset(
+        "geojson", tmp_path / "img", tmp_path / "ann", tmp_path / "out", DEFAULTS
+    )
+    assert "reaches past the 560x420 image: clipped" in caplog.text
+    mask = rle.decode(table.loc[0, "rle"], SHAPE)
+    assert abs(int(mask.sum()) - 60 * 120) <= 0.03 * 60 * 120  # x 500..560, y 300..420
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--pixel-size", "0"), ("--pixel-size", "-1"), ("--thickness", "0")]
+)
+def test_cli_numbers_are_checked_where_they_are_parsed(tmp_path, option, value):
+    write_images(tmp_path / "img", ["a"])
+    (tmp_path / "ann").mkdir()
+    args = [
+        "import",
+        "masks",
+        str(tmp_path / "img"),
+        str(tmp_path / "ann"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    opts = {"--organ": "kidney", "--pixel-size": "0.5", "--thickness": "4", option: value}
+    result = CliRunner().invoke(app, [*args, *(x for kv in opts.items() for x in kv)])
+    assert result.exit_code == 2 and "must be > 0" in result.output, result.output

@@ -22,16 +22,23 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
 
-def sh(*cmd: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+def sh(
+    *cmd: str, cwd: Path, env: dict[str, str] | None = None, cpus: set[int] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command; ``env`` adds variables, ``cpus`` restricts the cores it may run on."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path, **(env or {})}
     env.pop("DVC_ROOT", None)
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+    affinity = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    result = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200, preexec_fn=affinity
+    )
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
 
-def dvc(*args: str, cwd: Path) -> str:
-    return sh(sys.executable, "-m", "dvc", *args, cwd=cwd).stdout
+def dvc(*args: str, cwd: Path, **kwargs) -> str:
+    return sh(sys.executable, "-m", "dvc", *args, cwd=cwd, **kwargs).stdout
 
 
 def ran_stages(output: str) -> set[str]:
@@ -222,9 +229,21 @@ def test_submission_covers_the_test_set_and_is_scored(repo, first_run):
     assert per_image["dice"].to_numpy() == pytest.approx(dices, abs=1e-5)
 
 
+# An environment that asks every library for other code paths and thread counts: the CPU pin
+# (ftuseg.core.cpu, params `cpu`) overrides all of it in every stage process.
+HOSTILE_ENV = {
+    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "3", "OPENBLAS_CORETYPE": "Prescott",
+    "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "OPENCV_IPP": "sse42",
+    "NPY_ENABLE_CPU_FEATURES": "X86_V2", "MKL_CBWR": "COMPATIBLE",
+}  # fmt: skip
+
+
 def test_two_runs_from_scratch_give_identical_results(first_outputs, tmp_path):
+    """The second run sees one core and a hostile environment: the pin makes both irrelevant."""
     other = make_repo(tmp_path / "again")
-    dvc("repro", "submit", cwd=other)  # every output compared below; the kernel only packages
+    one_core = {min(os.sched_getaffinity(0))}
+    # every output compared below; the kernel only packages
+    dvc("repro", "submit", cwd=other, env=HOSTILE_ENV, cpus=one_core)
     for rel, content in first_outputs.items():
         assert (other / rel).read_bytes() == content, rel
 
@@ -238,16 +257,16 @@ def test_second_repro_does_nothing(repo, first_run, first_outputs):
 # One module per stage, each imported by that stage only indirectly (or lazily): editing it
 # must make `dvc status` report the stage (its deps in dvc.yaml cover its import closure).
 STAGE_PROBES = {
-    "sample": "rle.py",
-    "prepare": "scale.py",
-    "stain": "prepare.py",
-    "normalize": "scale.py",
-    "unlabeled": "scale.py",
-    "train@unet-0": "distributed.py",
-    "oof": "stain.py",  # imported inside Predictor.from_checkpoints only
-    "ensemble": "maps.py",
-    "submit": "ensemble_config.py",
-    "kernel": "checkpoint.py",
+    "sample": "core/rle.py",
+    "prepare": "core/scale.py",
+    "stain": "data/prepare.py",
+    "normalize": "core/scale.py",
+    "unlabeled": "core/scale.py",
+    "train@unet-0": "train/distributed.py",
+    "oof": "domain/normalize.py",  # imported inside Predictor.from_checkpoints only
+    "ensemble": "infer/maps.py",
+    "submit": "infer/members.py",
+    "kernel": "models/checkpoint.py",
 }
 
 
@@ -273,7 +292,7 @@ def test_changing_a_module_a_stage_imports_reruns_that_stage(repo, first_run, fi
         rel = f"src/ftuseg/{module}"
         covering = {d for d in changed_deps(status, stage) if rel == d or rel.startswith(d + "/")}
         assert covering, f"editing {rel} leaves stage {stage} up to date: {status}"
-        if module == "maps.py":  # the data stages never run the engine's map arithmetic
+        if module == "infer/maps.py":  # the data stages never run the engine's map arithmetic
             data_stages = {"sample", "prepare", "stain", "normalize", "unlabeled"}
             assert not data_stages & set(status), status
     assert json.loads(dvc("status", "--json", cwd=repo)) == {}

@@ -125,6 +125,7 @@ def test_stage_fails_cleanly_on_bad_row_and_keeps_previous_output(raw, tmp_path,
         "data": {"raw_dir": str(bad)},
         "prepare": {"um_per_px": 1.0, "seed": 0},
         "cv": {"folds": [0, 1]},
+        "cpu": {"isa": "avx2", "threads": 2},
     }
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     previous = work / "data" / "prepared"
@@ -152,6 +153,7 @@ def test_stage_fails_cleanly_on_a_missing_image(raw, tmp_path, run_stage):
         "data": {"raw_dir": str(bad)},
         "prepare": {"um_per_px": 1.0, "seed": 0},
         "cv": {"folds": [0, 1]},
+        "cpu": {"isa": "avx2", "threads": 2},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = run_stage("prepare.py", "--out", "out", cwd=tmp_path)

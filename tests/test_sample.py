@@ -12,7 +12,7 @@ from ftuseg.core import rle
 from ftuseg.core.errors import DataError
 from ftuseg.core.organs import HUBMAP, ORGANS
 from ftuseg.data.contract import image_path, read_image, read_metadata
-from ftuseg.data.sample import SampleConfig, generate
+from ftuseg.data.sample import SampleConfig, generate, load_sources, split_sources
 
 SMALL = SampleConfig(train_per_organ=2, test_per_organ=1, field_um=80)
 
@@ -101,3 +101,25 @@ def test_repeat_gives_more_images_than_annotations(tmp_path):
         assert row.img_height == round(120 / row.pixel_size)
     with pytest.raises(DataError, match="repeat"):
         generate(tmp_path / "x", SampleConfig(repeat=0))
+
+
+def test_the_split_keeps_every_annotation_on_one_side():
+    """With repeats, a test image never shares its FTU geometry (its annotation) with a training
+    image; without them the split is what it always was (the committed sample is unchanged)."""
+    sources = load_sources()
+    base = {s.id for s in sources}
+
+    def annotation(image_id: str) -> str:
+        return image_id if image_id in base else image_id[:-2]
+
+    train, test = split_sources(
+        sources, SampleConfig(train_per_organ=4, test_per_organ=10, repeat=2)
+    )
+    assert len(test) == 50 and len({s.id for s in test}) == 50
+    assert not {annotation(s.id) for s in train} & {annotation(s.id) for s in test}
+    assert all(s.id in base for s in train)  # four annotations per organ suffice: no repeats
+    plain_train, plain_test = split_sources(sources, SampleConfig())
+    assert [s.id for s in plain_train] == [s.id for s in train]
+    assert {s.id for s in plain_test} <= {s.id for s in test}  # the old test images stay
+    with pytest.raises(DataError, match="separate annotations"):
+        split_sources(sources, SampleConfig(train_per_organ=9, test_per_organ=3, repeat=1))

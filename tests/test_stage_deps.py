@@ -126,7 +126,11 @@ def test_stage_deps_cover_the_modules_it_imports(name):
     script = stage_script(stage)
     deps = [str(d) for d in stage["deps"]]
     assert covered(script, deps), f"{name}: its own script {script.name} is not a dep"
-    files = closure(script)
+    # Every stage imports stages/_checkout.py first: it pins the CPU, so it shapes every output.
+    checkout = ROOT / "stages" / f"{BOOTSTRAP}.py"
+    assert covered(checkout, deps), f"{name}: {checkout.name} (the CPU pin) is not a dep"
+    assert "cpu" in [str(p) for p in stage["params"]], f"{name}: the cpu params are not a dep"
+    files = closure(script) | closure(checkout)
     assert files, f"{name}: found no {PACKAGE} import in {script}"
     needed = {f for f in files if not docstring_only(f)} | assets_read(files)
     missing = sorted(str(f.relative_to(ROOT)) for f in needed if not covered(f, deps))

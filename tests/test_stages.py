@@ -21,6 +21,7 @@ def test_a_copied_checkout_imports_its_own_library(tmp_path):
     shutil.copy(ROOT / "stages" / "_checkout.py", tmp_path / "stages")
     (tmp_path / "src" / "ftuseg").mkdir(parents=True)
     (tmp_path / "src" / "ftuseg" / "__init__.py").write_text("SNAPSHOT = 'copy'\n")
+    shutil.copytree(ROOT / "src" / "ftuseg" / "core", tmp_path / "src" / "ftuseg" / "core")
     probe = tmp_path / "stages" / "probe.py"
     probe.write_text("import _checkout\nimport ftuseg\n\nprint(ftuseg.__file__, ftuseg.SNAPSHOT)\n")
     out = subprocess.run(

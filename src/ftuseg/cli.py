@@ -13,6 +13,21 @@ from ftuseg.core.stage import stage_main
 from ftuseg.data.contract import image_path, read_image, read_metadata
 from ftuseg.kaggle import api as kaggle_api
 
+
+def positive(value: float | None) -> float | None:
+    """A number option that must be > 0 when given (µm/px, section thickness)."""
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"must be > 0, got {value}")
+    return value
+
+
+def chunk_side(value: int) -> int:
+    """Slide chunks are whole zarr/TIFF blocks of the mask."""
+    if value <= 0 or value % 512:
+        raise typer.BadParameter(f"must be a positive multiple of 512, got {value}")
+    return value
+
+
 PIPELINE = Layout()  # the folders of a pipeline run from the current directory
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 kaggle_app = typer.Typer(
@@ -95,8 +110,10 @@ def import_data(
     annotations: Path = typer.Argument(..., help="folder of annotations, one per image stem"),
     out: Path = typer.Option(..., "--out", help="new folder in the competition layout"),
     organ: str | None = typer.Option(None, help="organ of every image (or per image: --meta)"),
-    pixel_size: float | None = typer.Option(None, help="µm/px of every image"),
-    thickness: float | None = typer.Option(None, help="section thickness (µm) of every image"),
+    pixel_size: float | None = typer.Option(None, help="µm/px of every image", callback=positive),
+    thickness: float | None = typer.Option(
+        None, help="section thickness (µm) of every image", callback=positive
+    ),
     data_source: str = typer.Option("Import", help="data_source column"),
     meta: Path | None = typer.Option(
         None, help="CSV: id + organ/pixel_size/tissue_thickness/data_source"
@@ -127,12 +144,16 @@ def predict(
     ),
     organ: str = typer.Option(..., help="the slides' organ (picks its threshold)"),
     out: Path = typer.Option(Path("predictions"), help="output folder"),
-    pixel_size: float | None = typer.Option(None, help="µm/px; default: the file's metadata"),
+    pixel_size: float | None = typer.Option(
+        None, help="µm/px; default: the file's metadata", callback=positive
+    ),
     bundle: Path | None = typer.Option(None, help="a kernel model bundle (ftuseg-bundle.json)"),
     models: Path = typer.Option(PIPELINE.models, help="a pipeline's models/ (without --bundle)"),
     ensemble: Path = typer.Option(PIPELINE.ensemble, help="its ensemble config"),
     params: Path = typer.Option(Path("params.yaml"), help="its inference settings (if present)"),
-    chunk: int = typer.Option(4096, help="slide pixels per chunk side (multiple of 512)"),
+    chunk: int = typer.Option(
+        4096, help="slide pixels per chunk side (multiple of 512)", callback=chunk_side
+    ),
     tissue: bool = typer.Option(True, "--tissue/--no-tissue", help="skip chunks without tissue"),
     rle_out: bool | None = typer.Option(
         None, "--rle/--no-rle", help="also an RLE csv (default: images up to 100 MP)"

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.logging import RichHandler
 
+from ftuseg.core.cpu import apply_threads
 from ftuseg.core.errors import DataError
 from ftuseg.core.utils import read_yaml
 
@@ -40,6 +41,17 @@ def group(params: dict[str, Any], name: str) -> dict[str, Any]:
     return params[name]
 
 
+def value(params: dict[str, Any], dotted: str) -> Any:
+    """The parameter at ``dotted`` (``"train.domain_weight"``); missing is an error naming it (a
+    stage never re-states a default that conf/ already holds)."""
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise DataError(f"params.yaml: missing {dotted}")
+        node = node[part]
+    return node
+
+
 def make_config(cls: Callable[..., C], params: dict[str, Any], *path: str) -> C:
     """The params group at ``path`` (e.g. ``"stain", "normalize"``) as a config dataclass;
     unknown keys or bad values become a DataError naming the group."""
@@ -63,6 +75,7 @@ def stage_main(func: F) -> F:
             handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
             force=True,
         )
+        apply_threads()  # the libraries the stage imported get the pinned thread count
         try:
             return func(*args, **kwargs)
         except DataError as err:

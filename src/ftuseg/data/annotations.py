@@ -12,6 +12,8 @@ round trip mask -> polygons -> mask.
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,12 @@ from typing import Any
 import cv2
 import numpy as np
 import shapely
-from shapely.geometry import MultiPolygon, Polygon, mapping, shape
+from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
 
 from ftuseg.core.errors import DataError
 from ftuseg.core.utils import atomic_path
+
+log = logging.getLogger(__name__)
 
 SHIFT = 4  # cv2.fillPoly sub-pixel bits: coordinates keep 1/16 px
 FTU_CLASS = "FTU"
@@ -72,6 +76,15 @@ def _features(data: Any, path: Path) -> list[dict]:
     raise DataError(f"{path}: not GeoJSON (no FeatureCollection, Feature or geometry)")
 
 
+def _numbers(node: Any) -> Iterable[float]:
+    """Every number in a (nested) GeoJSON coordinates list."""
+    if isinstance(node, int | float):
+        yield float(node)
+    elif isinstance(node, list | tuple):
+        for item in node:
+            yield from _numbers(item)
+
+
 def feature_class(feature: dict) -> str | None:
     """QuPath's class name of a feature (``properties.classification.name``), if any."""
     cls = (feature.get("properties") or {}).get("classification")
@@ -95,6 +108,8 @@ def read_geojson(path: str | Path, class_name: str | None = None) -> list[Polygo
             raise DataError(f"{path}: feature {k} has no geometry")
         if class_name is not None and feature_class(feature) != class_name:
             continue
+        if not all(math.isfinite(v) for v in _numbers(feature["geometry"].get("coordinates"))):
+            raise DataError(f"{path}: feature {k} has a non-finite coordinate (NaN or infinity)")
         try:
             geom = shape(feature["geometry"])
         except (ValueError, TypeError, AttributeError, shapely.errors.GEOSException) as err:
@@ -109,6 +124,38 @@ def read_geojson(path: str | Path, class_name: str | None = None) -> list[Polygo
                 "class with --class, or remove it"
             )
     return polygons
+
+
+def checked_polygons(
+    polygons: Sequence[Polygon], where: str, shape_hw: tuple[int, int]
+) -> list[Polygon]:
+    """Every polygon of an annotation file checked against its image: finite coordinates, at
+    least 3 distinct points and an area (else an error naming the file and polygon); one lying
+    wholly outside the ``(H, W)`` image is an error, one reaching past its edge is clipped to it
+    with a warning that says so."""
+    height, width = shape_hw
+    frame = box(0, 0, width, height)
+    out = []
+    for k, poly in enumerate(polygons):
+        rings = [poly.exterior, *poly.interiors]
+        coords = np.concatenate([np.asarray(r.coords, dtype=float).reshape(-1, 2) for r in rings])
+        if not np.isfinite(coords).all():
+            raise DataError(f"{where}: polygon {k} has a non-finite coordinate (NaN or infinity)")
+        distinct = len({tuple(xy) for xy in np.asarray(poly.exterior.coords)[:, :2].tolist()})
+        if distinct < 3:
+            raise DataError(f"{where}: polygon {k} has {distinct} distinct point(s), needs 3")
+        if poly.area <= 0:
+            raise DataError(f"{where}: polygon {k} has no area (its points are collinear)")
+        if not poly.intersects(frame):
+            raise DataError(f"{where}: polygon {k} lies outside the {width}x{height} image")
+        if not frame.contains(poly):
+            log.warning(
+                "%s: polygon %d reaches past the %dx%d image: clipped", where, k, width, height
+            )
+            out += [p for p in _parts(shapely.make_valid(poly).intersection(frame)) if p.area > 0]
+            continue
+        out.append(poly)
+    return out
 
 
 def rasterise(polygons: Iterable[Polygon], shape_hw: tuple[int, int]) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import tifffile
+from pandas._libs.parsers import STR_NA_VALUES
 
 from ftuseg.core import rle as rle_codec
 from ftuseg.core.errors import DataError
@@ -49,7 +50,13 @@ def read_metadata(path: str | Path, kind: str) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: metadata file not found")
     try:
-        df = pd.read_csv(path, dtype={"id": str, "rle": str})
+        # An empty rle cell is an image without FTUs (a negative tile), not a missing value: it
+        # is read as "" while every other column keeps pandas' missing-value markers.
+        header = pd.read_csv(path, nrows=0).columns
+        markers = {c: sorted(STR_NA_VALUES) for c in header if c != "rle"}
+        df = pd.read_csv(
+            path, dtype={"id": str, "rle": str}, keep_default_na=False, na_values=markers
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a readable CSV ({err})") from None
     missing = [c for c in _REQUIRED[kind] if c not in df.columns]

@@ -15,6 +15,7 @@ naming the file; the destination is written atomically, so nothing is left half-
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +31,10 @@ from ftuseg.core import rle
 from ftuseg.core.errors import DataError
 from ftuseg.core.organs import ORGANS
 from ftuseg.core.utils import atomic_path
-from ftuseg.data.annotations import rasterise, read_geojson, read_polygon_json
+from ftuseg.data.annotations import checked_polygons, rasterise, read_geojson, read_polygon_json
 from ftuseg.data.contract import TEST_COLUMNS, read_image, read_metadata, to_rgb_uint8, write_image
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
@@ -165,10 +168,15 @@ def row_meta(image_id: str, meta: dict[str, dict], defaults: ImportDefaults, whe
 def annotation_mask(
     fmt: str, path: Path, shape: tuple[int, int], class_name: str | None
 ) -> np.ndarray:
+    where = str(path)
     readers: dict[str, Callable[[], np.ndarray]] = {
         "masks": lambda: read_mask(path, shape),
-        "polygons": lambda: rasterise(read_polygon_json(path), shape),
-        "geojson": lambda: rasterise(read_geojson(path, class_name), shape),
+        "polygons": lambda: rasterise(
+            checked_polygons(read_polygon_json(path), where, shape), shape
+        ),
+        "geojson": lambda: rasterise(
+            checked_polygons(read_geojson(path, class_name), where, shape), shape
+        ),
     }
     return readers[fmt]()
 
@@ -196,15 +204,15 @@ def import_dataset(
     extra = sorted(set(meta) - {i for i, _, _ in pairs})
     if extra:
         raise DataError(f"{meta_csv}: row(s) for id(s) without an image: {extra[:5]}")
-    rows = []
+    rows, negatives = [], []
     with atomic_path(out_dir, is_dir=True) as tmp:
         (tmp / "train_images").mkdir()
         for image_id, image_path, annotation in track(pairs, description=f"import {fmt}"):
             values = row_meta(image_id, meta, defaults, image_path)
             img = read_any_image(image_path)
             mask = annotation_mask(fmt, annotation, img.shape[:2], class_name)
-            if not mask.any():  # train.csv has no way to say "no FTU" (an empty RLE is missing)
-                raise DataError(f"{annotation}: no FTU pixels in the annotation")
+            if not mask.any():  # a negative tile: kept, with an empty RLE
+                negatives.append(image_id)
             write_image(tmp / "train_images" / f"{image_id}.tiff", img)
             rows.append({
                 "id": image_id, "organ": values["organ"], "data_source": values["data_source"],
@@ -215,4 +223,6 @@ def import_dataset(
         table = pd.DataFrame(rows, columns=[*TEST_COLUMNS, "rle"])
         table.to_csv(tmp / "train.csv", index=False)
         read_metadata(tmp / "train.csv", "train")  # the data contract, before anything lands
+    if negatives:
+        log.info("%d image(s) without FTUs, kept as negatives: %s", len(negatives), negatives[:10])
     return table

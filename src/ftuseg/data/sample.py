@@ -107,9 +107,9 @@ class SampleConfig:
     # Field of the test images (µm); null: field_um. The real HuBMAP test images span about
     # 1 mm (160² px of prostate at 6.263 µm/px to 4500² of large intestine at 0.229 µm/px).
     test_field_um: float | None = None
-    # Each bundled annotation used this many times (the k-th use rotated/flipped by the k-th of
-    # the 8 square symmetries, with its own pixels): more images than the 10 annotations per
-    # organ, for rehearsals at the real dataset's size. 1: each annotation once.
+    # Each bundled annotation used up to this many times (the k-th use rotated/flipped by the k-th
+    # of the 8 square symmetries, with its own pixels): more images than the 10 annotations per
+    # organ. Train and test never share an annotation. 1: each annotation once.
     repeat: int = 1
 
 
@@ -153,33 +153,42 @@ def repeated(src: SourceImage, k: int) -> SourceImage:
 def split_sources(
     sources: Iterable[SourceImage], cfg: SampleConfig
 ) -> tuple[list[SourceImage], list[SourceImage]]:
-    """Pick ``train_per_organ`` and ``test_per_organ`` distinct source images per organ (seeded),
-    from the bundled annotations used ``cfg.repeat`` times each."""
+    """Pick ``train_per_organ`` and ``test_per_organ`` source images per organ (seeded). The
+    split is by annotation: the turned uses of one annotation (``cfg.repeat`` > 1) all fall on
+    one side, so no test image shares its FTU geometry with a training image. Each side uses its
+    annotations once before using any of them again."""
     if cfg.repeat < 1 or cfg.repeat > 99:
         raise DataError(f"sample.repeat must be in 1..99, got {cfg.repeat}")
     rng = np.random.default_rng(cfg.seed)
-    by_organ: dict[str, list[SourceImage]] = {o: [] for o in ORGANS}
     sources = list(sources)
     ids = {s.id for s in sources}
-    for src in sources:
-        for k in range(cfg.repeat):
+    train, test = [], []
+    for organ in ORGANS:
+        pool = sorted((s for s in sources if s.organ == organ), key=lambda s: int(s.id))
+        test_bases = -(-cfg.test_per_organ // cfg.repeat)  # ceil: annotations the test needs
+        n_train = min(cfg.train_per_organ, len(pool) - test_bases)
+        if n_train * cfg.repeat < cfg.train_per_organ or test_bases > len(pool) - n_train:
+            raise DataError(
+                f"sample: {organ} has {len(pool)} bundled annotations, too few for "
+                f"train_per_organ {cfg.train_per_organ} and test_per_organ "
+                f"{cfg.test_per_organ} on separate annotations with sample.repeat {cfg.repeat}"
+            )
+        order = [pool[i] for i in rng.permutation(len(pool))]
+        train += _uses(order[:n_train], cfg.train_per_organ, ids)
+        test += _uses(order[n_train:], cfg.test_per_organ, ids)
+    return train, test
+
+
+def _uses(bases: list[SourceImage], count: int, ids: set[str]) -> list[SourceImage]:
+    """``count`` images from ``bases``: each annotation as it is, then each turned once, ..."""
+    out = []
+    for k in range(-(-count // len(bases)) if count else 0):
+        for src in bases:
             copy = repeated(src, k)
             if k and copy.id in ids:
                 raise DataError(f"sample.repeat: id {copy.id} already belongs to an annotation")
-            by_organ[src.organ].append(copy)
-    train, test = [], []
-    for organ in ORGANS:
-        pool = sorted(by_organ[organ], key=lambda s: int(s.id))
-        need = cfg.train_per_organ + cfg.test_per_organ
-        if need > len(pool):
-            raise DataError(
-                f"sample: {organ} has {len(pool)} bundled annotations (× sample.repeat), but "
-                f"train_per_organ + test_per_organ = {need}"
-            )
-        order = rng.permutation(len(pool))
-        train += [pool[i] for i in order[: cfg.train_per_organ]]
-        test += [pool[i] for i in order[cfg.train_per_organ : need]]
-    return train, test
+            out.append(copy)
+    return out[:count]
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:

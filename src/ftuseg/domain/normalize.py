@@ -109,6 +109,7 @@ class StainNormalizer:
         if self._normalizer is None:
             return image
         import staintools
+        from staintools.miscellaneous.exceptions import TissueMaskException
 
         src = np.ascontiguousarray(image, dtype=np.uint8)
         if self.cfg.luminosity:
@@ -116,9 +117,7 @@ class StainNormalizer:
         try:
             with numpy_global_seed(0):
                 return np.clip(self._normalizer.transform(src), 0, 255).astype(np.uint8)
-        except Exception as exc:  # staintools raises bare exceptions on tissue-free images
-            if "tissue" not in str(exc).lower():
-                raise
+        except TissueMaskException:  # the stain extractor's tissue mask is empty
             return self._without_tissue(image, label, "normalise its stains")
 
     def _without_tissue(self, image: np.ndarray, label: str, what: str) -> np.ndarray:

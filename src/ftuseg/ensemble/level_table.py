@@ -154,12 +154,24 @@ class LevelTable:
         where the weights leave an organ without a member)."""
         coverage = list(coverage) if coverage is not None else [None] * len(weights)
         grid_arr = np.asarray(sorted(grid), dtype=np.float64)
-        try:
-            image_weights = [member_weights(weights, coverage, o) for o in organs]
-        except ValueError:
-            return -np.inf
+        if not covers_every_organ(weights, coverage, organs):
+            return -np.inf  # infeasible for the search: an organ would have no member
+        image_weights = [member_weights(weights, coverage, o) for o in organs]
         table = self.dice_table(image_weights, grid_arr)
         return best_thresholds(table, np.asarray(organs), grid_arr)[1]
+
+
+def covers_every_organ(
+    weights: Sequence[float], coverage: Sequence[Sequence[str] | None], organs: Sequence[str]
+) -> bool:
+    """Whether every organ of ``organs`` has a member with a positive weight covering it."""
+    return all(
+        any(
+            w > 0 and (cov is None or organ in cov)
+            for w, cov in zip(weights, coverage, strict=True)
+        )
+        for organ in set(organs)
+    )
 
 
 def weights_objective(

@@ -12,9 +12,10 @@ import cv2
 import pandas as pd
 from rich.progress import track
 
+from ftuseg.core.errors import DataError
 from ftuseg.core.layout import COVERAGE_NAME, checkpoint_dir, oof_path
 from ftuseg.core.metrics import dice, summarise
-from ftuseg.core.utils import atomic_path, write_yaml
+from ftuseg.core.utils import atomic_path, read_json, write_yaml
 from ftuseg.data.contract import image_path, read_image, read_metadata, row_mask
 from ftuseg.data.prepare import read_index
 from ftuseg.infer.engine import InferenceConfig, Predictor
@@ -73,3 +74,27 @@ def run_oof(
     per_image = pd.DataFrame(rows)
     metrics = {name: summarise(per_image[per_image["model"] == name]) for name in model_names}
     return metrics, per_image
+
+
+def selection_optimism(run_metrics: Sequence[Path]) -> dict[str, float]:
+    """What choosing the best epoch on the validation fold adds to its own Dice: the mean over a
+    model's folds of the validation Dice at the kept (best) epoch and at the last epoch, which
+    nothing chose, from each train stage's dvclive ``metrics.json``."""
+    best, last = [], []
+    for path in run_metrics:
+        if not Path(path).is_file():
+            raise DataError(f"{path}: not found (re-run the train stage)")
+        logged = read_json(path)
+        try:
+            best.append(float(logged["best_val_dice"]))
+            last.append(float(logged["val"]["dice"]))
+        except (KeyError, TypeError, ValueError):
+            raise DataError(
+                f"{path}: no best_val_dice and val.dice (re-run the train stage)"
+            ) from None
+    at_best, at_last = sum(best) / len(best), sum(last) / len(last)
+    return {
+        "val_dice_best_epoch": round(at_best, 5),
+        "val_dice_last_epoch": round(at_last, 5),
+        "selection_optimism": round(at_best - at_last, 5),
+    }

@@ -170,17 +170,18 @@ def ensemble_metrics(
     organs = index["organ"].to_numpy()
     column = {float(t): j for j, t in enumerate(evaluated)}
 
-    def summary(key: str) -> tuple[dict[str, float], dict[str, Any], np.ndarray]:
+    def summary(key: str, intervals: bool = False) -> tuple[dict, dict[str, Any], np.ndarray]:
         chosen, _ = best_thresholds(tables[key][:, on_grid], organs, evaluated[on_grid])
         per_image = np.array([tables[key][i, column[chosen[o]]] for i, o in enumerate(organs)])
-        return chosen, summarise(index[["id", "organ"]].assign(dice=per_image)), per_image
+        scores = summarise(index[["id", "organ"]].assign(dice=per_image), intervals=intervals)
+        return chosen, scores, per_image
 
-    chosen, ens_metrics, ens_per_image = summary("ensemble")
+    chosen, ens_metrics, ens_per_image = summary("ensemble", intervals=True)
     default_col = column[float(REFERENCE_THRESHOLD)]
     metrics: dict[str, Any] = {
         "ensemble": ens_metrics,
         "ensemble_at_default_threshold": summarise(
-            index[["id", "organ"]].assign(dice=tables["ensemble"][:, default_col])
+            index[["id", "organ"]].assign(dice=tables["ensemble"][:, default_col]), intervals=True
         ),
         "weights": {n: round(float(w), 4) for n, w in zip(models, weights, strict=True)},
         "single_models": {n: summary(n)[1] for n in models},
@@ -191,6 +192,28 @@ def ensemble_metrics(
         "dice": metrics["single_models"][best_single]["dice"],
     }
     return chosen, metrics, ens_per_image
+
+
+def cross_fitted(
+    index: pd.DataFrame, evaluated: np.ndarray, on_grid: np.ndarray, fold_table: Any
+) -> tuple[dict[str, float], np.ndarray]:
+    """Every fold scored with the weights and per-organ thresholds tuned on the other folds
+    (``fold_table(k)``: the (images, thresholds) Dice table of the weights found without fold
+    ``k``): an estimate of what the ensemble scores on images it was not tuned on."""
+    organs, folds = index["organ"].to_numpy(), index["fold"].to_numpy()
+    column = {float(t): j for j, t in enumerate(evaluated)}
+    per_image = np.full(len(index), np.nan)
+    for k in sorted(set(folds.tolist())):
+        table, held = fold_table(int(k)), folds == k
+        chosen, _ = best_thresholds(table[~held][:, on_grid], organs[~held], evaluated[on_grid])
+        untuned = sorted(set(organs[held].tolist()) - set(chosen))
+        if untuned:
+            raise DataError(
+                f"cross-fitting: fold {k} holds {untuned} images, the other folds none to tune on"
+            )
+        per_image[held] = [table[i, column[chosen[organs[i]]]] for i in np.flatnonzero(held)]
+    scores = summarise(index[["id", "organ"]].assign(dice=per_image), intervals=True)
+    return scores, per_image
 
 
 def search_ensemble(
@@ -235,6 +258,23 @@ def search_ensemble(
     chosen, metrics, ens_per_image = ensemble_metrics(
         tables, index, models, weights, evaluated, on_grid
     )
+
+    def fold_table(fold: int) -> np.ndarray:
+        """The Dice table of the weights searched without ``fold`` (fixed weights stay)."""
+        if fixed_weights or len(models) == 1:
+            return tables["ensemble"]
+        rest = index["fold"].to_numpy() != fold
+        w = searched_weights(
+            prepared_dir, oof_dir, models, index.loc[rest, "id"].tolist(), organs[rest], grid,
+            coverage,
+        )  # fmt: skip
+        if np.array_equal(w, weights):
+            return tables["ensemble"]
+        one = {"ensemble": w}
+        args = (csv_path, meta, oof_dir, models, ids, one, coverage, evaluated, min_component_um2)
+        return score_thresholds(*args)["ensemble"]
+
+    metrics["ensemble_cross_fitted"], _ = cross_fitted(index, evaluated, on_grid, fold_table)
     config = EnsembleConfig(
         members={n: round(float(w), 6) for n, w in zip(models, weights, strict=True) if w > 0},
         thresholds=chosen,

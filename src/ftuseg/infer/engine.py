@@ -145,6 +145,16 @@ class Member:
     tile_size: int | None = None  # its training crop: the tile side when inference sets none
 
 
+# Checkpoint fields that earlier versions did not record, with what those versions did: no
+# training pixel sizes known, no stain normalisation, no training crop (tiles then need
+# inference.tile_size). Every other field is required.
+RECORDED_SINCE: dict[str, Any] = {
+    "train_pixel_sizes": [],
+    "stain_normalize": {"method": "none"},
+    "crop_size": None,
+}
+
+
 @dataclass
 class Predictor:
     """A weighted ensemble of segmenters working at one physical scale (``um_per_px``)."""
@@ -187,12 +197,14 @@ class Predictor:
         members, scales, stains, sources = [], set(), set(), set()
         for directory, weight in checkpoints:
             model, meta = load_checkpoint(directory)
-            sources.update(float(s) for s in meta.get("train_pixel_sizes", []))
-            stains.add(
-                json.dumps(meta.get("stain_normalize") or {"method": "none"}, sort_keys=True)
-            )
-            organs = meta["model_cfg"].get("organs")
-            crop = meta.get("crop_size")
+            meta = {**RECORDED_SINCE, **meta}
+            for key in ("model_cfg", "um_per_px"):
+                if key not in meta:
+                    raise DataError(f"{directory}: the checkpoint records no {key}")
+            sources.update(float(s) for s in meta["train_pixel_sizes"])
+            stains.add(json.dumps(meta["stain_normalize"], sort_keys=True))
+            organs = meta["model_cfg"].get("organs")  # a model config's optional key
+            crop = meta["crop_size"]
             members.append(
                 Member(
                     model, float(weight), str(directory), tuple(organs) if organs else None,
@@ -206,7 +218,7 @@ class Predictor:
             raise ValueError(f"ensemble members use different stain normalisations: {stains}")
         normalize = None
         stain = json.loads(stains.pop())
-        if stain.get("method", "none") != "none":
+        if stain["method"] != "none":
             from ftuseg.domain.normalize import NormalizeConfig, StainNormalizer
 
             normalize = StainNormalizer(NormalizeConfig(**stain))

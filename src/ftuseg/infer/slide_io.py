@@ -53,7 +53,14 @@ class Slide:
         ys, xs = max(y0, 0), max(x0, 0)
         ye, xe = min(y0 + h, H), min(x0 + w, W)
         if ye > ys and xe > xs:
-            block = to_rgb_uint8(np.asarray(arr[ys:ye, xs:xe]), str(self.path))
+            try:
+                raw = np.asarray(arr[ys:ye, xs:xe])
+            except Exception as err:  # codecs and zarr raise many types on corrupt tiles
+                raise DataError(
+                    f"{self.path}: cannot read level {level}, rows {ys}:{ye}, columns {xs}:{xe} "
+                    f"({type(err).__name__}: {err})"
+                ) from None
+            block = to_rgb_uint8(raw, str(self.path))
             out[ys - y0 : ye - y0, xs - x0 : xe - x0] = block
         return out
 

@@ -106,4 +106,4 @@ def make_submission(
     if labels is None:
         return submission, {"scored": False, "n_images": len(submission)}, None
     per_image = pd.DataFrame(scored, columns=["id", "organ", "dice"])
-    return submission, {"scored": True, **summarise(per_image)}, per_image
+    return submission, {"scored": True, **summarise(per_image, intervals=True)}, per_image

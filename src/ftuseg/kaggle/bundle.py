@@ -20,6 +20,7 @@ Credentials are never read or written here: the kaggle CLI finds them itself (en
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import shutil
 import subprocess
@@ -37,6 +38,7 @@ from ftuseg.infer.engine import InferenceConfig
 from ftuseg.infer.members import EnsembleConfig, ensemble_members
 from ftuseg.kaggle.runtime import BUNDLE_MARKER, ENSEMBLE_NAME, INFERENCE_NAME
 
+log = logging.getLogger(__name__)
 COMPETITION = "hubmap-organ-segmentation"
 KERNEL_FILE = "ftuseg_kernel.py"
 DATASET_DIR = "dataset"
@@ -192,6 +194,7 @@ def base_distributions(roots: Sequence[str] = KAGGLE_BASE) -> set[str]:
     from packaging.utils import canonicalize_name
 
     seen: set[str] = set()
+    absent: list[str] = []
     todo = list(roots)
     while todo:
         name = canonicalize_name(todo.pop())
@@ -201,7 +204,13 @@ def base_distributions(roots: Sequence[str] = KAGGLE_BASE) -> set[str]:
         try:
             todo += _requires(name)
         except importlib.metadata.PackageNotFoundError:
-            continue  # a dependency this platform does not install
+            absent.append(name)  # declared (markers hold here) but not installed: said below
+    if absent:
+        log.warning(
+            "the Kaggle base's dependencies %s are not installed here: the kernel treats them as "
+            "provided by the Kaggle image and bundles no wheel of them",
+            sorted(absent),
+        )
     return seen
 
 

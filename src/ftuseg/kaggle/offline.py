@@ -106,7 +106,7 @@ def kaggle_image_site(folder: str | Path) -> Path:
     for name in sorted(base_distributions()):
         try:
             dist = importlib.metadata.distribution(name)
-        except importlib.metadata.PackageNotFoundError:
+        except importlib.metadata.PackageNotFoundError:  # warned of by base_distributions
             continue
         for file in dist.files or []:
             top = file.parts[0]

@@ -1,0 +1,41 @@
+"""Slide input read errors and the predict command's numbers: clear errors, no tracebacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from ftuseg.cli import app
+from ftuseg.core.errors import DataError
+from ftuseg.infer.slide_io import open_slide
+
+
+def test_a_corrupt_tile_is_an_error_naming_the_file_and_region(tmp_path):
+    path = tmp_path / "slide.tif"
+    image = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    tifffile.imwrite(path, image, tile=(256, 256), compression="deflate")
+    with tifffile.TiffFile(path) as tf:
+        page = tf.pages[0]
+        offset, count = page.dataoffsets[5], page.databytecounts[5]  # tile row 1, column 1
+    data = bytearray(path.read_bytes())
+    data[offset : offset + count] = b"\xff" * count  # not a deflate stream any more
+    path.write_bytes(bytes(data))
+    slide = open_slide(path)
+    assert slide.read(0, 0, 256, 256).shape == (256, 256, 3)  # intact tiles still read
+    with pytest.raises(
+        DataError, match=r"slide\.tif: cannot read level 0, rows 0:512, columns 0:512"
+    ):
+        slide.read(0, 0, 512, 512)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--pixel-size", "0"], "must be > 0"), (["--chunk", "1000"], "multiple of 512")],
+)
+def test_predict_checks_its_numbers_where_they_are_parsed(tmp_path, extra, message):
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")  # never read: the option fails first
+    result = CliRunner().invoke(app, ["predict", str(image), "--organ", "kidney", *extra])
+    assert result.exit_code == 2 and message in result.output, result.output
