@@ -56,6 +56,9 @@ def project_copy(dest: Path, env: dict[str, str], level: str) -> Path:
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["cpu"]["isa"] = level
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for git in (["config", "user.email", "ci@example.com"], ["config", "user.name", "ci"],
+                ["add", "-A"], ["commit", "-qm", f"tiny profile, cpu.isa {level}"]):  # fmt: skip
+        run(["git", *git], dest, env)  # dvclive logs against a commit
     return dest
 
 

@@ -39,3 +39,15 @@ def test_predict_checks_its_numbers_where_they_are_parsed(tmp_path, extra, messa
     image.write_bytes(b"")  # never read: the option fails first
     result = CliRunner().invoke(app, ["predict", str(image), "--organ", "kidney", *extra])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_truncated_slide_is_an_error_naming_the_file_and_region(tmp_path):
+    path = tmp_path / "cut.tif"
+    image = np.random.default_rng(1).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    tifffile.imwrite(path, image, tile=(256, 256), compression="deflate")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # an interrupted copy
+    slide = open_slide(path)
+    with pytest.raises(
+        DataError, match=r"cut\.tif: cannot read level 0, rows 0:1024, columns 0:1024"
+    ):
+        slide.read(0, 0, 1024, 1024)
