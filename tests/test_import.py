@@ -224,6 +224,11 @@ def test_an_image_without_ftus_is_imported_as_a_negative_tile(tmp_path):
     prepare(tmp_path / "out", tmp_path / "prep", PrepareConfig(um_per_px=1.0, n_folds=2))
     _, mask = load_prepared(tmp_path / "prep", "neg")
     assert not mask.any()
+    from ftuseg.train.datasets import CropDataset
+
+    crops = CropDataset(tmp_path / "prep", ["neg"], 64, samples_per_image=4, ftu_prob=1.0)
+    for k in range(len(crops)):  # FTU-centred crops fall back to random ones (no FTU to draw)
+        assert not crops[k]["mask"].any()
 
 
 def geojson_of(coords) -> str:
