@@ -148,7 +148,9 @@ def predict(
         None, help="µm/px; default: the file's metadata", callback=positive
     ),
     bundle: Path | None = typer.Option(None, help="a kernel model bundle (ftuseg-bundle.json)"),
-    models: Path = typer.Option(PIPELINE.models, help="a pipeline's models/ (without --bundle)"),
+    models: Path | None = typer.Option(
+        None, help="a pipeline's models/ (default: the model shipped for --organ, if any)"
+    ),
     ensemble: Path = typer.Option(PIPELINE.ensemble, help="its ensemble config"),
     params: Path = typer.Option(Path("params.yaml"), help="its inference settings (if present)"),
     chunk: int = typer.Option(
@@ -171,6 +173,11 @@ def predict(
 
     if organ not in ORGANS:
         raise DataError(f"--organ {organ!r}: not one of {', '.join(ORGANS)}")
+    if bundle is None and models is None:
+        from ftuseg.infer.shipped import shipped_bundle
+
+        bundle = shipped_bundle(organ)  # an error naming the ways to get a model, if none ships
+        typer.echo(f"predict: the shipped {organ} model ({bundle / 'MODEL_CARD.md'})")
     if bundle is not None:
         from ftuseg.kaggle.runtime import load_bundle
 

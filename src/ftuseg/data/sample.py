@@ -1,5 +1,9 @@
 """The embedded sample dataset: real FTU geometry, synthesised pixels, competition file format.
 
+Its kidney test images can be real HuBMAP PAS tiles instead (``real_kidney_test``, the default's
+20; :mod:`ftuseg.data.real_tiles`), and ``train_source: kidney_pas`` makes it the real kidney
+tiles alone (the ``kidney-real`` profile).
+
 Real competition images cannot be bundled, so the default pipeline runs on images synthesised
 around the real polygon annotations in ``assets/``. Each image is a square field of view of
 ``field_um`` micrometres cut from a real 3000×3000 annotation frame (0.4 µm/px):
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -43,52 +46,13 @@ from ftuseg.core.organs import (
 )
 from ftuseg.core.utils import atomic_path
 from ftuseg.data.contract import TEST_COLUMNS, TRAIN_COLUMNS, image_path, write_image
+from ftuseg.data.real_tiles import ORGAN as REAL_ORGAN
+from ftuseg.data.real_tiles import load_real_tiles, write_real
+from ftuseg.data.synthesis import synthesise_tissue
 
 log = logging.getLogger(__name__)
 
-# Optical density per unit stain concentration in R, G, B (Ruifrok & Johnston 2001, as in
-# ImageJ's colour deconvolution "H DAB", "H&E" and "H PAS" vectors).
-STAIN_VECTORS: dict[str, np.ndarray] = {
-    "hematoxylin": np.array([0.650, 0.704, 0.286]),
-    "dab": np.array([0.268, 0.570, 0.776]),
-    "eosin": np.array([0.093, 0.954, 0.283]),
-    "pas": np.array([0.175, 0.972, 0.155]),
-}
-GLASS_OD = 0.03  # slide + mounting medium
-
-
-@dataclass(frozen=True)
-class Zone:
-    """A tissue compartment: nuclei per 1000 µm², counterstain optical density, and depth.
-
-    FTU zones are stacked from the FTU boundary inward; each is ``depth_um`` thick and the last
-    one fills the rest of the FTU.
-    """
-
-    nuclei: float
-    matrix: float
-    depth_um: float = math.inf
-
-
-@dataclass(frozen=True)
-class OrganTexture:
-    stroma: Zone
-    ftu: tuple[Zone, ...]
-    nucleus_um: float  # nucleus radius
-
-
-ORGAN_TEXTURES: dict[str, OrganTexture] = {
-    # Glomerulus: a thin empty Bowman's space, then a dense capillary tuft rich in matrix.
-    "kidney": OrganTexture(Zone(3.5, 0.30), (Zone(0.3, 0.04, 4.0), Zone(14.0, 0.55)), 2.8),
-    # Prostate gland: an epithelial rim of nuclei around an empty lumen.
-    "prostate": OrganTexture(Zone(2.0, 0.40), (Zone(12.0, 0.25, 10.0), Zone(0.3, 0.06)), 3.0),
-    # Colonic crypt: a dense epithelial rim around pale goblet cells and lumen.
-    "largeintestine": OrganTexture(Zone(7.0, 0.25), (Zone(16.0, 0.30, 8.0), Zone(1.5, 0.12)), 2.6),
-    # White pulp: packed small lymphocytes with little matrix, in eosinophilic red pulp.
-    "spleen": OrganTexture(Zone(5.0, 0.45), (Zone(22.0, 0.12),), 2.2),
-    # Alveolus: a thin cellular wall around air.
-    "lung": OrganTexture(Zone(6.0, 0.40), (Zone(6.0, 0.30, 3.0), Zone(0.2, 0.03)), 2.5),
-}
+TRAIN_SOURCES = ("synthetic", "kidney_pas")
 
 
 @dataclass(frozen=True)
@@ -111,6 +75,12 @@ class SampleConfig:
     # of the 8 square symmetries, with its own pixels): more images than the 10 annotations per
     # organ. Train and test never share an annotation. 1: each annotation once.
     repeat: int = 1
+    # Real HuBMAP PAS kidney tiles (ftuseg.data.real_tiles) standing in for the synthetic kidney
+    # test images: this many (0 = synthetic kidney test images).
+    real_kidney_test: int = 0
+    # Training images: "synthetic" (HPA-like, every organ) | "kidney_pas" (the bundled real PAS
+    # kidney training tiles only; the test split is then the real kidney tiles alone).
+    train_source: str = "synthetic"
 
 
 @dataclass(frozen=True)
@@ -124,11 +94,12 @@ class SourceImage:
 
 def load_sources() -> list[SourceImage]:
     """The bundled real annotations (see ``assets/PROVENANCE.md``)."""
-    assets = resources.files("ftuseg") / "assets"
-    meta = pd.read_csv(str(assets / "annotations_meta.csv"), dtype={"id": str})
+    meta_file = resources.files("ftuseg") / "assets" / "annotations_meta.csv"
+    annotations = resources.files("ftuseg") / "assets" / "annotations"
+    meta = pd.read_csv(str(meta_file), dtype={"id": str})
     sources = []
     for row in meta.itertuples(index=False):
-        polys = json.loads((assets / "annotations" / f"{row.id}.json").read_text())
+        polys = json.loads((annotations / f"{row.id}.json").read_text())
         polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polys if len(p) >= 3]
         sources.append(SourceImage(row.id, row.organ, row.age, row.sex, polygons))
     return sources
@@ -191,24 +162,6 @@ def _uses(bases: list[SourceImage], count: int, ids: set[str]) -> list[SourceIma
     return out[:count]
 
 
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:
-    """Zero-mean, unit-variance Gaussian random field with correlation length ``sigma_px``.
-
-    Large correlation lengths are synthesised on a coarse grid and upsampled, which keeps the
-    cost proportional to the image area rather than to area × kernel size.
-    """
-    h, w = shape
-    factor = max(1.0, sigma_px / 3.0)
-    ch, cw = max(2, math.ceil(h / factor)), max(2, math.ceil(w / factor))
-    field = rng.standard_normal((ch, cw), dtype=np.float32)
-    field = cv2.GaussianBlur(field, (0, 0), sigmaX=max(sigma_px / factor, 0.3))
-    if (ch, cw) != (h, w):
-        field = cv2.resize(field, (w, h), interpolation=cv2.INTER_CUBIC)
-    field -= field.mean()
-    std = field.std()
-    return field / std if std > 0 else field
-
-
 def rasterise(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """Fill polygons (``[x, y]`` pixel coordinates, sub-pixel precise) into a uint8 0/1 mask."""
     mask = np.zeros(shape, dtype=np.uint8)
@@ -247,92 +200,6 @@ def render_ftu_mask(
     raise DataError(f"sample: no FTU of source image {src.id} is visible at {field_um} µm")
 
 
-def _nuclei_field(
-    density: np.ndarray, pixel_size: float, nucleus_um: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Hematoxylin concentration of nuclei scattered with a per-pixel density (per 1000 µm²)."""
-    lam = density * (pixel_size**2 / 1000.0)
-    centres = rng.poisson(lam).astype(np.float32)
-    sigma_um = nucleus_um / 1.5
-    sigma_px = max(sigma_um / pixel_size, 0.5)
-    # A nucleus peaks at 1 when resolved; below a pixel it blends into its pixel's average.
-    gain = 2 * math.pi * (sigma_um / pixel_size) ** 2
-    field = cv2.GaussianBlur(centres, (0, 0), sigmaX=sigma_px) * gain
-    return np.minimum(field, 1.5)
-
-
-def synthesise_tissue(
-    mask: np.ndarray,
-    organ: str,
-    pixel_size: float,
-    thickness: float,
-    stain: str,
-    rng: np.random.Generator,
-    thickness_gamma: float = 0.5,
-) -> np.ndarray:
-    """Render an RGB uint8 image whose FTUs (``mask``) carry ``organ``'s texture.
-
-    ``stain`` is ``"hpa"`` (hematoxylin + DAB), ``"he"`` (hematoxylin + eosin) or ``"pas"``.
-    """
-    tex = ORGAN_TEXTURES[organ]
-    shape = mask.shape
-    um = 1.0 / pixel_size  # pixels per micrometre
-
-    depth = cv2.distanceTransform(mask, cv2.DIST_L2, 5) * pixel_size
-    nuclei = np.full(shape, tex.stroma.nuclei, dtype=np.float32)
-    matrix = np.full(shape, tex.stroma.matrix, dtype=np.float32)
-    cellular = np.zeros(shape, dtype=bool)  # FTU compartments with cells (where DAB can bind)
-    inside = mask.astype(bool)
-    top = 0.0
-    for zone in tex.ftu:
-        sel = inside & (depth > top) & (depth <= top + zone.depth_um)
-        nuclei[sel] = zone.nuclei
-        matrix[sel] = zone.matrix
-        if zone.nuclei >= 2.0:
-            cellular |= sel
-        top += zone.depth_um
-    # Soften compartment borders by ~1 µm so they are not pixel-sharp.
-    soft = max(1.0 * um, 0.5)
-    nuclei = cv2.GaussianBlur(nuclei, (0, 0), soft)
-    matrix = cv2.GaussianBlur(matrix, (0, 0), soft)
-
-    # Tissue gaps (tears, vessels) in the stroma; FTUs and their surroundings stay tissue.
-    near_ftu = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=max(1, round(8 * um)))
-    gaps = (smooth_noise(rng, shape, 25 * um) > 1.3) & ~near_ftu.astype(bool)
-    tissue = (~gaps).astype(np.float32)
-    tissue = cv2.GaussianBlur(tissue, (0, 0), max(2 * um, 0.5))
-
-    fibres = 1.0 + 0.35 * smooth_noise(rng, shape, 1.5 * um)
-    matrix = np.clip(matrix * fibres, 0, None) * tissue
-    nuc = _nuclei_field(nuclei * tissue, pixel_size, tex.nucleus_um * rng.uniform(0.9, 1.1), rng)
-
-    jitter = rng.uniform(0.85, 1.15, size=3)
-    if stain == "hpa":
-        # HPA: hematoxylin counterstain everywhere, DAB where the antibody binds (varies by image).
-        dab_ftu, dab_stroma = rng.uniform(0.0, 0.6), rng.uniform(0.0, 0.2)
-        dab_map = np.where(cellular, dab_ftu, dab_stroma * (matrix > 0.1)).astype(np.float32)
-        dab_map = cv2.GaussianBlur(dab_map, (0, 0), soft) * (
-            1.0 + 0.4 * smooth_noise(rng, shape, 3 * um)
-        )
-        conc = {
-            "hematoxylin": 0.55 * nuc + 0.25 * matrix,
-            "dab": np.clip(dab_map, 0, None) * tissue,
-        }
-    elif stain == "he":
-        conc = {"hematoxylin": 0.80 * nuc + 0.05 * matrix, "eosin": 1.00 * matrix}
-    elif stain == "pas":
-        conc = {"hematoxylin": 0.70 * nuc + 0.05 * matrix, "pas": 0.90 * matrix}
-    else:
-        raise ValueError(f"unknown stain {stain!r}: expected 'hpa', 'he' or 'pas'")
-
-    thick = (thickness / HPA_THICKNESS_UM) ** thickness_gamma
-    od = np.full((*shape, 3), GLASS_OD, dtype=np.float32)
-    for (name, c), j in zip(conc.items(), jitter, strict=False):
-        od += (thick * j * c)[..., None] * STAIN_VECTORS[name].astype(np.float32)
-    rgb = 255.0 * np.power(10.0, -od) + rng.normal(0.0, 2.0, size=od.shape).astype(np.float32)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-
-
 def _image_rng(seed: int, image_id: str, split: str) -> np.random.Generator:
     return np.random.default_rng([seed, int(image_id), 0 if split == "train" else 1])
 
@@ -359,46 +226,30 @@ def generate(out_dir: str | Path, cfg: SampleConfig) -> dict[str, int]:
         raise DataError(f"sample.train_pixel_size must be positive, got {cfg.train_pixel_size}")
     if cfg.train_per_organ < 1 or cfg.test_per_organ < 0:
         raise DataError("sample.train_per_organ must be >= 1 and sample.test_per_organ >= 0")
-    stains = {**HUBMAP_STAIN, **(cfg.test_stains or {})}
+    if cfg.train_source not in TRAIN_SOURCES:
+        raise DataError(
+            f"sample.train_source must be one of {TRAIN_SOURCES}, got {cfg.train_source!r}"
+        )
+    real_only = cfg.train_source == "kidney_pas"
+    if real_only and cfg.real_kidney_test < 1:
+        raise DataError("sample.train_source kidney_pas needs sample.real_kidney_test >= 1")
     train_src, test_src = split_sources(load_sources(), cfg)
 
     with atomic_path(out_dir, is_dir=True) as tmp:
-        train_rows = []
-        for src in track(train_src, description="sample: train (HPA)"):
-            rng = _image_rng(cfg.seed, src.id, "train")
-            mask = render_ftu_mask(src, cfg.field_um, cfg.train_pixel_size, rng)
-            img = synthesise_tissue(
-                mask,
-                src.organ,
-                cfg.train_pixel_size,
-                HPA_THICKNESS_UM,
-                "hpa",
-                rng,
-                cfg.thickness_gamma,
+        if real_only:
+            train_rows, test_rows, labels = (
+                write_real(tmp, load_real_tiles("train"), "train"),
+                [],
+                [],
             )
-            write_image(image_path(tmp, "train", src.id), img)
-            h, w = mask.shape
-            train_rows.append(
-                (src.id, src.organ, "HPA", h, w, cfg.train_pixel_size, HPA_THICKNESS_UM,
-                 rle.encode(mask), src.age, src.sex)
-            )  # fmt: skip
+        else:
+            train_rows = _write_synthetic_train(tmp, train_src, cfg)
+            test_rows, labels = _write_synthetic_test(tmp, test_src, cfg)
+        if cfg.real_kidney_test:
+            real = write_real(tmp, load_real_tiles("test", cfg.real_kidney_test), "test")
+            test_rows += [r[:7] for r in real]
+            labels += [(r[0], r[7]) for r in real]
         pd.DataFrame(train_rows, columns=list(TRAIN_COLUMNS)).to_csv(tmp / "train.csv", index=False)
-
-        test_rows, labels = [], []
-        for src in track(test_src, description="sample: test (HuBMAP)"):
-            rng = _image_rng(cfg.seed, src.id, "test")
-            domain = HUBMAP[src.organ]
-            mask = render_ftu_mask(src, cfg.test_field_um or cfg.field_um, domain.pixel_size, rng)
-            img = synthesise_tissue(
-                mask, src.organ, domain.pixel_size, domain.thickness, stains[src.organ], rng,
-                cfg.thickness_gamma,
-            )  # fmt: skip
-            write_image(image_path(tmp, "test", src.id), img)
-            h, w = mask.shape
-            test_rows.append(
-                (src.id, src.organ, "Hubmap", h, w, domain.pixel_size, domain.thickness)
-            )
-            labels.append((src.id, rle.encode(mask)))
         pd.DataFrame(test_rows, columns=list(TEST_COLUMNS)).to_csv(tmp / "test.csv", index=False)
         pd.DataFrame(labels, columns=["id", "rle"]).to_csv(tmp / "test_labels.csv", index=False)
         pd.DataFrame({"id": [r[0] for r in test_rows], "rle": "1 1"}).to_csv(
@@ -408,11 +259,53 @@ def generate(out_dir: str | Path, cfg: SampleConfig) -> dict[str, int]:
     return {"train": len(train_rows), "test": len(test_rows)}
 
 
-_README = """# Embedded sample dataset (synthesised)
+def _write_synthetic_train(tmp: Path, sources: list[SourceImage], cfg: SampleConfig) -> list[tuple]:
+    rows = []
+    for src in track(sources, description="sample: train (HPA)"):
+        rng = _image_rng(cfg.seed, src.id, "train")
+        mask = render_ftu_mask(src, cfg.field_um, cfg.train_pixel_size, rng)
+        img = synthesise_tissue(
+            mask, src.organ, cfg.train_pixel_size, HPA_THICKNESS_UM, "hpa", rng, cfg.thickness_gamma
+        )
+        write_image(image_path(tmp, "train", src.id), img)
+        h, w = mask.shape
+        rows.append(
+            (src.id, src.organ, "HPA", h, w, cfg.train_pixel_size, HPA_THICKNESS_UM,
+             rle.encode(mask), src.age, src.sex)
+        )  # fmt: skip
+    return rows
 
-Generated by `ftuseg.data.sample` (seed {cfg.seed}, field of view {cfg.field_um} µm): real competition
-FTU geometry with synthesised pixels, in the competition's file layout. `train_*` is HPA-like
-(hematoxylin + DAB, {cfg.train_pixel_size} µm/px, 4 µm); `test_*` is HuBMAP-like (H&E or PAS at each organ's real
-HuBMAP pixel size and thickness). `test_labels.csv` holds the test truth (not part of the real
-competition's files). These are not real tissue images.
+
+def _write_synthetic_test(
+    tmp: Path, sources: list[SourceImage], cfg: SampleConfig
+) -> tuple[list[tuple], list[tuple]]:
+    stains = {**HUBMAP_STAIN, **(cfg.test_stains or {})}
+    rows, labels = [], []
+    for src in track(sources, description="sample: test (HuBMAP)"):
+        if src.organ == REAL_ORGAN and (cfg.real_kidney_test or cfg.train_source != "synthetic"):
+            continue  # the real tiles stand in for them
+        rng = _image_rng(cfg.seed, src.id, "test")
+        domain = HUBMAP[src.organ]
+        mask = render_ftu_mask(src, cfg.test_field_um or cfg.field_um, domain.pixel_size, rng)
+        img = synthesise_tissue(
+            mask, src.organ, domain.pixel_size, domain.thickness, stains[src.organ], rng,
+            cfg.thickness_gamma,
+        )  # fmt: skip
+        write_image(image_path(tmp, "test", src.id), img)
+        h, w = mask.shape
+        rows.append((src.id, src.organ, "Hubmap", h, w, domain.pixel_size, domain.thickness))
+        labels.append((src.id, rle.encode(mask)))
+    return rows, labels
+
+
+_README = """# Embedded sample dataset
+
+Generated by `ftuseg.data.sample` (seed {cfg.seed}, field of view {cfg.field_um} µm, training images:
+{cfg.train_source}), in the competition's file layout. Synthetic images carry real competition FTU
+geometry with synthesised pixels: `train_*` HPA-like (hematoxylin + DAB, {cfg.train_pixel_size} µm/px,
+4 µm), `test_*` HuBMAP-like (H&E or PAS at each organ's real HuBMAP pixel size and thickness).
+Images with ids `hubmap_pas_*` are **real** HuBMAP PAS kidney tiles with manual glomerulus masks
+({cfg.real_kidney_test} test tiles at ≈1.0 µm/px; provenance and licence:
+`ftuseg/assets/kidney_pas/README.md`). `test_labels.csv` holds the test truth (not part of the real
+competition's files).
 """
