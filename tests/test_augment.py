@@ -224,8 +224,10 @@ def test_bad_stain_settings_are_clear_errors(tmp_path):
 
     with pytest.raises(DataError, match="stain.normalize.method"):
         NormalizeConfig(method="magic")
+    blank = tmp_path / "blank.png"  # a reference without tissue: no stains to fit
+    cv2.imwrite(str(blank), np.full((64, 64, 3), 245, np.uint8))
     with pytest.raises(DataError, match="cannot fit macenko"):
-        StainNormalizer(NormalizeConfig(method="macenko", reference="pas"))
+        StainNormalizer(NormalizeConfig(method="macenko", reference=str(blank)))
     with pytest.raises(DataError, match="missing.png"):
         reference_image(str(tmp_path / "missing.png"))
 

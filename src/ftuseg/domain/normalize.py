@@ -86,9 +86,12 @@ class StainNormalizer:
             self._normalizer = staintools.ReinhardColorNormalizer()
         else:
             self._normalizer = deterministic(staintools.StainNormalizer(cfg.method), cfg.method)
+        from staintools.miscellaneous.exceptions import TissueMaskException
+
         try:
             self._normalizer.fit(target)
-        except (AssertionError, ValueError) as exc:  # staintools asserts on bad optical density
+        # staintools asserts on bad optical density, raises TissueMaskException without tissue
+        except (AssertionError, ValueError, TissueMaskException) as exc:
             raise DataError(
                 f"stain reference {cfg.reference!r}: staintools cannot fit {cfg.method} to it "
                 f"({exc}); vahadane and reinhard fit both bundled references"
