@@ -4,7 +4,7 @@
     python research/ship_kidney_model.py RUN_DIR --wall-minutes M      # M: what `time` said
 
 Writes ``src/ftuseg/assets/models/kidney/``: the fold's checkpoint as an fp16 bundle
-(:func:`ftuseg.infer.shipped.ship`), the record of the run (``run/``: params, dvc.lock, metrics),
+(:func:`ftuseg.infer.shipped.ship`), the record of the run (``run/``: params, dvc.lock, metrics); the fold shipped is the one with the best validation Dice,
 ``card.json`` (the shipped model's Dice on the run's held-out real test tiles, per tile and with
 a 95 % bootstrap interval, beside the run's OOF and ensemble numbers) and ``MODEL_CARD.md``.
 """
@@ -84,13 +84,25 @@ def card(
     }
 
 
+def best_fold(run: Path) -> int:
+    """The fold whose kept epoch had the best validation Dice (never chosen on the test tiles)."""
+    scores = {
+        int(log.parent.name.removeprefix("fold")): json.loads(log.read_text())["best_val_dice"]
+        for log in (run / "logs/train/unet").glob("fold*/metrics.json")
+    }
+    return max(scores, key=scores.get)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="workspace of the finished kidney-real run")
     ap.add_argument("--wall-minutes", type=float, required=True)
-    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--wall-note", default="", help="how the time was measured (e.g. contended)")
+    ap.add_argument("--fold", type=int, help="default: the fold with the best validation Dice")
     args = ap.parse_args()
     run = args.run.resolve()
+    if args.fold is None:
+        args.fold = best_fold(run)
     params = yaml.safe_load((run / "params.yaml").read_text())
     config = EnsembleConfig.load(run / "data/ensemble.yaml")
     ship(run / "models/unet" / f"fold{args.fold}", config, ORGAN, params["inference"], OUT)
@@ -98,7 +110,10 @@ def main() -> None:
         (OUT / "run" / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(run / rel, OUT / "run" / rel)
     per_tile = score(OUT, run / params["data"]["raw_dir"])
-    facts = card(run, per_tile, args.wall_minutes, args.fold, config)
+    facts = {
+        **card(run, per_tile, args.wall_minutes, args.fold, config),
+        "wall_note": args.wall_note,
+    }
     write_json(OUT / "card.json", facts)
     (OUT / "MODEL_CARD.md").write_text(model_card(facts, params))
     print(json.dumps({k: v for k, v in facts.items() if k != "per_tile"}, indent=1))
@@ -123,16 +138,16 @@ def model_card(f: dict, params: dict) -> str:
 | threshold | {f["threshold"]} (tuned on the run's out-of-fold predictions) |
 | training data | 90 real HuBMAP PAS kidney tiles (Vanderbilt; `ftuseg/assets/kidney_pas/`, MIT / HuBMAP open data) |
 | recipe | profile `kidney-real`: {t["epochs"]} epochs, {t["crop_size"]}² crops, {t["samples_per_image"]} crops per image and epoch, batch {t["batch_size"]}, lr {t["lr"]}, 2 folds |
-| training time | {f["wall_minutes"]:.0f} min for the whole run (`dvc repro submit`, 2 folds, 2 CPU cores) |
+| training time | {f["wall_minutes"]:.0f} min for the whole run (`dvc repro submit`, 2 folds, 2 CPU cores{", " + f["wall_note"] if f["wall_note"] else ""}) |
 | held-out test Dice | **{f["test_dice"]:.3f}** [{f["test_dice_lo95"]:.3f}, {f["test_dice_hi95"]:.3f}] (95 % bootstrap over {f["test_tiles"]} real tiles, ≈1.0 µm/px, never trained on) |
 | out-of-fold Dice | {f["oof_dice"]:.3f} (this architecture, both folds); cross-fitted ensemble {f["oof_cross_fitted"]:.3f} |
 
 ## What it is not for
 - Other organs, other FTUs, or stains other than PAS: it has seen PAS kidney from one lab only.
-- Another lab's PAS can be much lighter or thinner: expect lower Dice there (the cross-lab
-  study in `research/` measures how much); fine-tune on your own tiles (docs/own-data.md).
-- Diagnosis. It is a research model; its errors are glomeruli cut by the image border, sclerotic
-  glomeruli and tubules that look like Bowman's capsule.
+- Other labs' PAS, not tested here: lighter or thinner staining and another scanner can lower
+  its Dice a lot; score it on a few of your own annotated tiles first, and train on them with
+  the `kidney-real` recipe (docs/own-data.md).
+- Diagnosis: it is a research model, validated on 20 tiles of one lab.
 """
 
 
