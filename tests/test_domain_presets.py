@@ -37,9 +37,10 @@ def repo(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_runs_on_training_data_at_another_pixel_size(repo, preset):
-    # Macenko in place of the preset's Vahadane: the same stage and inference paths, a fraction
-    # of the fitting time (Vahadane itself: tests/test_augment.py).
-    faster = ["stain.normalize.method=macenko"] if preset == "normalize" else []
+    # Reinhard in place of the preset's Vahadane: the same stage and inference paths, a fraction
+    # of the fitting time (Vahadane itself: tests/test_augment.py; Macenko cannot fit the H&E
+    # reference, a clear error there).
+    faster = ["stain.normalize.method=reinhard"] if preset == "normalize" else []
     sh(
         sys.executable, "-m", "ftuseg.cli", "params", f"sample.train_pixel_size={PIXEL_SIZE}",
         "model=unet", f"domain={preset}", "train.epochs=1", *faster, cwd=repo,
