@@ -68,15 +68,16 @@ DETERMINISTIC_OUTPUTS = (
 )
 
 
-def encoder_weights_file(repo: Path) -> Path:
-    """Where the e2e repo's U-Net finds its "pretrained" encoder weights (outside the repo)."""
-    return repo.parent / "weights" / "unet-encoder.safetensors"
+def encoder_weights_file(repo: Path, model: str) -> Path:
+    """Where the e2e repo's model finds its "pretrained" encoder weights (outside the repo)."""
+    return repo.parent / "weights" / f"{model}-encoder.safetensors"
 
 
 def use_real_scale_code_paths(repo: Path) -> None:
-    """The tiny profile of the e2e repo takes the code paths of a real run: the U-Net starts
-    from a local encoder weights file (`pretrained: true` + `weights_file`; the kernel test
-    deletes the file) and training reads its crops through 2 data-loader workers."""
+    """The tiny profile of the e2e repo takes the code paths of a real run: both architectures
+    start from a local encoder weights file (`pretrained: true` + `weights_file`; the kernel test
+    moves the files away, whichever the ensemble keeps) and training reads its crops through 2
+    data-loader workers."""
     import torch
     from safetensors.torch import save_file
 
@@ -84,14 +85,17 @@ def use_real_scale_code_paths(repo: Path) -> None:
 
     profile = repo / "conf/profile/tiny.yaml"
     conf = yaml.safe_load(profile.read_text())
-    weights = encoder_weights_file(repo)
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    unet = conf["models"]["unet"]
-    with torch.random.fork_rng():
-        torch.manual_seed(0)  # the same weights in every e2e repo (runs are compared)
-        encoder = build_model({"arch": "smp_unet", **unet}).net.model.encoder
-    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, weights)
-    conf["models"]["unet"] = {**unet, "pretrained": True, "weights_file": str(weights)}
+    for model, arch in (("unet", "smp_unet"), ("segformer", "segformer")):
+        weights = encoder_weights_file(repo, model)
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        cfg = {**yaml.safe_load((ROOT / f"conf/models/{model}/sample.yaml").read_text()),
+               **conf["models"][model], "arch": arch}  # fmt: skip
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # the same weights in every e2e repo (runs are compared)
+            encoder = build_model(cfg).net.model.encoder
+        save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, weights)
+        conf["models"][model] = {**conf["models"][model], "pretrained": True,
+                                 "weights_file": str(weights)}  # fmt: skip
     conf["train"]["num_workers"] = 2
     profile.write_text("# @package _global_\n" + yaml.safe_dump(conf, sort_keys=False))
 
@@ -468,18 +472,22 @@ def test_packaged_kernel_runs_offline_and_matches_the_pipeline(repo, first_run, 
     from ftuseg.kaggle.offline import run_offline
 
     # The training machine's encoder weights are gone: loading must not need them.
-    weights = encoder_weights_file(repo)
-    assert json.loads((repo / "kaggle_kernel/dataset/models/unet/fold0/model.json").read_text())[
-        "model_cfg"
-    ]["weights_file"] == str(weights)
-    hidden = weights.with_name("moved-away.safetensors")
-    weights.rename(hidden)
+    members = sorted(p.name for p in (repo / "kaggle_kernel/dataset/models").iterdir())
+    assert members
+    for model in members:
+        meta = json.loads(
+            (repo / f"kaggle_kernel/dataset/models/{model}/fold0/model.json").read_text()
+        )
+        assert meta["model_cfg"]["weights_file"] == str(encoder_weights_file(repo, model))
+    folder = encoder_weights_file(repo, "unet").parent
+    hidden = folder.with_name("moved-away")
+    folder.rename(hidden)
     try:
         result, submission = run_offline(
             repo / "kaggle_kernel", repo / "data/sample", tmp_path / "kaggle", timeout=900
         )
     finally:
-        hidden.rename(weights)
+        hidden.rename(folder)
     assert result.returncode == 0, result.stdout + result.stderr
     log = result.stdout + result.stderr
     assert f"imported from {tmp_path / 'kaggle/working/ftuseg-packages'}" in log
