@@ -61,3 +61,15 @@ def test_product_tests_import_no_research_code():
         assert not [line for line in path_edits if "research" in line], test.name
         imported = set(re.findall(r"^\s*(?:from|import) (\w+)", text, re.MULTILINE))
         assert not imported & research, f"{test.name} imports research code: {imported & research}"
+
+
+def test_atomic_outputs_get_the_permissions_of_a_checkout(tmp_path):
+    """A writer that recreates the temporary file with mode 0600 (safetensors does) still gives
+    a 0644 output: a wheel built from the package carries file modes in its zip entries."""
+    import torch
+    from safetensors.torch import save_file
+
+    target = tmp_path / "w.safetensors"
+    with atomic_path(target) as tmp:
+        save_file({"x": torch.zeros(2)}, str(tmp))
+    assert target.stat().st_mode & 0o777 == 0o644

@@ -41,6 +41,9 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
                 shutil.rmtree(path)
             os.replace(tmp, path)
         else:
+            # again after the writer: some (safetensors) recreate the file with mode 0600, which
+            # a wheel would carry (a checkout has 0644: the kernel's bytes would differ)
+            tmp.chmod(0o644)
             os.replace(tmp, path)
     except BaseException:
         if tmp.is_dir():
