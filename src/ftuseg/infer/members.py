@@ -11,6 +11,11 @@ from ftuseg.core.errors import DataError
 from ftuseg.core.layout import checkpoint_dir
 from ftuseg.core.utils import read_yaml, write_yaml
 
+# A model bundle's files (the kernel's dataset, the models shipped in the package)
+BUNDLE_MARKER = "ftuseg-bundle.json"
+ENSEMBLE_NAME = "ensemble.yaml"
+INFERENCE_NAME = "inference.yaml"
+
 
 @dataclass(frozen=True)
 class EnsembleConfig:

@@ -18,10 +18,8 @@ from safetensors.torch import load_file, save_file
 from ftuseg import __version__
 from ftuseg.core.errors import DataError
 from ftuseg.core.utils import atomic_path, write_json, write_yaml
-from ftuseg.infer.members import EnsembleConfig
+from ftuseg.infer.members import BUNDLE_MARKER, ENSEMBLE_NAME, INFERENCE_NAME, EnsembleConfig
 from ftuseg.models.checkpoint import META_NAME, WEIGHTS_NAME
-
-BUNDLE_MARKER = "ftuseg-bundle.json"  # as ftuseg.kaggle.runtime's (kaggle imports infer, not back)
 
 
 def shipped_root() -> Path:
@@ -71,8 +69,8 @@ def ship(
             thresholds={organ: config.threshold(organ)},
             um_per_px=config.um_per_px,
         )
-        single.save(tmp / "ensemble.yaml")
-        write_yaml(tmp / "inference.yaml", {**inference, "device": "auto"})
+        single.save(tmp / ENSEMBLE_NAME)
+        write_yaml(tmp / INFERENCE_NAME, {**inference, "device": "auto"})
         member = {"model": model, "fold": fold, "path": f"{model}/{checkpoint.name}", "weight": 1.0}
         write_json(
             tmp / BUNDLE_MARKER,

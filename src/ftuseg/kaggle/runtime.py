@@ -23,14 +23,10 @@ from ftuseg.core.errors import DataError
 from ftuseg.core.utils import read_json, read_yaml, write_csv
 from ftuseg.data.contract import read_metadata
 from ftuseg.infer.engine import InferenceConfig, Predictor
-from ftuseg.infer.members import EnsembleConfig
+from ftuseg.infer.members import BUNDLE_MARKER, ENSEMBLE_NAME, INFERENCE_NAME, EnsembleConfig
 from ftuseg.infer.submission import predict_test, submission_table
 
 log = logging.getLogger("ftuseg.kaggle.runtime")
-
-BUNDLE_MARKER = "ftuseg-bundle.json"
-ENSEMBLE_NAME = "ensemble.yaml"
-INFERENCE_NAME = "inference.yaml"
 
 
 BUNDLE_ENV = "FTUSEG_KAGGLE_BUNDLE"  # picks one model bundle when several are attached
