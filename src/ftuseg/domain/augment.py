@@ -18,6 +18,7 @@ import numpy as np
 from skimage.color import hed_from_rgb, rgb_from_hed
 
 from ftuseg.core.organs import HPA_THICKNESS_UM, HUBMAP
+from ftuseg.domain.optics import scale_density
 
 
 def dihedral(arr: np.ndarray, k: int) -> np.ndarray:
@@ -58,6 +59,10 @@ class AugmentConfig:
     hed: float = 0.0  # HED colour jitter (hematoxylin, eosin, DAB after deconvolution)
     hed_sigma: float = 0.05  # per-channel scale 1 ± sigma
     hed_bias: float = 0.01  # per-channel shift ± bias
+    # Stain amount: the optical density above the glass × a factor log-uniform in
+    # density_range (another lab's staining intensity or section thickness, every stain alike).
+    density: float = 0.0
+    density_range: tuple[float, float] = (0.2, 1.5)
     thickness: float = 0.0  # pixel-size/thickness adaptation toward the organ's HuBMAP target
     thickness_alpha: float = 0.15  # saturation × (1 + α·Δt), value × (1 − α·Δt)
     cutmix: float = 0.0
@@ -233,6 +238,8 @@ def augment(
         image, mask = cutmix(image, mask, draw_other(cfg.cutmix_same_organ), rng)
     if cfg.thickness and rng.random() < cfg.thickness:
         image = thickness_adapt(image, organ, pixel_size, cfg.thickness_alpha)
+    if cfg.density and rng.random() < cfg.density:
+        image = scale_density(image, math.exp(rng.uniform(*np.log(cfg.density_range))))
     if cfg.hed and rng.random() < cfg.hed:
         scale = 1.0 + rng.uniform(-cfg.hed_sigma, cfg.hed_sigma, 3)
         image = hed_jitter(image, scale, rng.uniform(-cfg.hed_bias, cfg.hed_bias, 3))

@@ -94,9 +94,23 @@ def standardize_density(image: np.ndarray, target: float, label: str = "image") 
         raise DataError(f"{label}: expected an (H, W, 3) uint8 RGB image")
     image = np.ascontiguousarray(image)
     glass, top = _glass_and_top(image, label)
-    # Per level and channel: OD' = glass + (OD - glass) · factor, floored at the glass (levels
-    # brighter than the glass stay as they are): one 256-entry table per channel.
+    return cv2.LUT(image, _density_lut(glass, target / top))
+
+
+def _density_lut(glass: np.ndarray, factor: float) -> np.ndarray:
+    """Per level and channel: OD' = glass + (OD - glass) · factor, floored at the glass (levels
+    brighter than the glass stay as they are): one 256-entry table per channel for cv2.LUT."""
     od = _OD_LUT.reshape(256, 3)
-    scaled = np.where(od > glass, glass + (od - glass) * np.float32(target / top), od)
+    scaled = np.where(od > glass, glass + (od - glass) * np.float32(factor), od)
     lut = np.clip(np.rint(255.0 * np.exp(-scaled)), 0, 255).astype(np.uint8)
-    return cv2.LUT(image, lut.reshape(256, 1, 3))
+    return lut.reshape(256, 1, 3)
+
+
+def scale_density(image: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` with its stain above its own glass ``factor`` times as dense: a lab that stains
+    lighter or cuts thinner (factor < 1), or darker / thicker (factor > 1). Every stain alike,
+    so hue and texture stay; unlike a brightness change the glass stays glass. The training
+    augmentation ``augment.density`` draws the factor per crop."""
+    image = np.ascontiguousarray(image)
+    glass = glass_level(optical_density(_grid(image)))
+    return cv2.LUT(image, _density_lut(glass, factor))

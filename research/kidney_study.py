@@ -1,0 +1,242 @@
+"""Real-pixel kidney study: same lab vs a second lab's proxy, and what makes a model hold.
+
+The 110 real HuBMAP PAS kidney tiles (``../shared/kidney-train``, ≈1.0 µm/px) are brought into
+the competition layout with the product's own importer (``ftuseg import masks``). The split is
+the bundled one (``src/ftuseg/assets/kidney_pas/tiles.csv``: 90 training, 20 held-out tiles), so
+no test tile is ever trained on. The test set holds each held-out tile twice:
+
+- ``same``: the tile as it is (same lab, same scanner);
+- ``labb_<id>``: the tile as a second lab would have made it (:mod:`kidney_lab`: lighter and
+  thinner staining, another scanner's colour, resolution and blur, a biopsy band with glass).
+
+Every (method, seed) is one ``dvc exp run --temp`` of the pipeline on that dataset with the
+own-data profile (``profile=kidney-real``) at the study budget (BUDGET), named
+``kidney-<method>-s<seed>``. Per-image Dice of the test and the OOF are archived in
+``results/kidney_runs.csv``; the report reads only the archive, so on a fresh clone
+``--report`` rebuilds ``results/kidney_crosslab.{md,json}``.
+
+    python research/kidney_study.py --work ../kidney-study                # build, run, report
+    python research/kidney_study.py --work ../kidney-study --seeds 3 --methods scale od
+    python research/kidney_study.py --report                              # tables only
+
+Per method, each image's Dice is averaged over the seeds; intervals are 95 % percentile
+bootstraps over the 20 tiles (paired: the same resampled tiles for both sides of a ratio or a
+difference). ``hold`` = second-lab Dice ÷ same-lab Dice (the issue's aim: ≥ 0.85).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import tifffile
+from experiments import ROOT, RunArchive, archived, dvc
+from glas_gap import bootstrap
+from kidney_lab import PIXEL_SIZE, THICKNESS, render_lab_b
+
+from ftuseg.core import rle
+
+SOURCE = ROOT.parent / "shared" / "kidney-train"
+TILES = ROOT / "src" / "ftuseg" / "assets" / "kidney_pas" / "tiles.csv"
+SOURCE_UM_PER_PX = 1.0  # the source README's estimate
+LAB_B = "labb_"
+# The study budget: the own-data profile (U-Net, 4 µm/px, 128² crops, 2 folds) with 8 epochs of
+# 4 crops per tile instead of 25 of 8 (≈ 1/6 of its training; ≈ 6 min per run on 2 idle cores).
+BUDGET = ("profile=kidney-real", "train.epochs=8", "train.samples_per_image=4")
+DENSITY = ("augment.density=0.8",)
+OD = ("stain.normalize.method=od", "stain.normalize.reference=pas")
+METHODS: dict[str, tuple[tuple[str, ...], str]] = {
+    "scale": ((), "the own-data profile as shipped (domain=scale: zoom, thickness adaptation)"),
+    "density": (DENSITY, "+ stain-amount augmentation (optical density × U_log(0.2, 1.5))"),
+    "od": (OD, "+ per-image optical-density standardisation to the PAS reference (train, test)"),
+    "density-od": ((*DENSITY, *OD), "+ both"),
+    "all": (
+        ("domain=all", "stain.augment.copies=4"),
+        "the default preset (recoloured H&E/PAS copies, full augmentation)",
+    ),  # fmt: skip
+    "none": (("domain=none",), "flips only, no scale handling"),
+}
+BASELINE = "scale"
+ARCHIVE = ROOT / "research" / "results" / "kidney_runs.csv"
+RESULT_FILES = {"test": "metrics/test_per_image.csv", "oof": "metrics/plots/oof_per_image.csv"}
+TABLE = ROOT / "research" / "results" / "kidney_crosslab"
+
+
+def exp_name(method: str, seed: int) -> str:
+    return f"kidney-{method}-s{seed}"
+
+
+def split() -> dict[str, str]:
+    tiles = pd.read_csv(TILES)
+    return dict(zip(tiles["id"], tiles["split"], strict=True))
+
+
+def build(work: Path) -> Path:
+    """``work/import`` (the importer's output) and ``work/data`` (the study's dataset)."""
+    data = work / "data"
+    if data.is_dir():
+        return data
+    imported = work / "import"
+    if not imported.is_dir():
+        subprocess.run(
+            [str(Path(sys.executable).with_name("ftuseg")), "import", "masks", str(SOURCE / "images"),
+             str(SOURCE / "masks"), "--out", str(imported), "--organ", "kidney",
+             "--pixel-size", str(SOURCE_UM_PER_PX), "--thickness", "4", "--data-source",
+             "HuBMAP"], check=True, cwd=ROOT,
+        )  # fmt: skip
+    table = pd.read_csv(imported / "train.csv", dtype={"id": str})
+    which = table["id"].map(split())
+    if which.isna().any():
+        raise SystemExit(f"{TILES}: no split for {table['id'][which.isna()].tolist()[:5]}")
+    tmp = work / "data.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for sub in ("train_images", "test_images"):
+        (tmp / sub).mkdir(parents=True)
+    train, test = table[which == "train"], table[which == "test"]
+    for i in train["id"]:
+        shutil.copy(imported / "train_images" / f"{i}.tiff", tmp / "train_images")
+    train.to_csv(tmp / "train.csv", index=False)
+    rows = []
+    for r in test.itertuples(index=False):
+        image = tifffile.imread(imported / "train_images" / f"{r.id}.tiff")
+        mask = rle.decode(r.rle, image.shape[:2])
+        shutil.copy(imported / "train_images" / f"{r.id}.tiff", tmp / "test_images")
+        rows.append((r.id, r.pixel_size, r.tissue_thickness, image.shape, r.rle))
+        b_image, b_mask = render_lab_b(image, mask, r.id)
+        tifffile.imwrite(tmp / "test_images" / f"{LAB_B}{r.id}.tiff", b_image,
+                         compression="zlib")  # fmt: skip
+        rows.append((f"{LAB_B}{r.id}", PIXEL_SIZE, THICKNESS, b_image.shape, rle.encode(b_mask)))
+        print(f"rendered {LAB_B}{r.id}", flush=True)
+    csv = pd.DataFrame({
+        "id": [r[0] for r in rows], "organ": "kidney", "data_source": "HuBMAP",
+        "img_height": [r[3][0] for r in rows], "img_width": [r[3][1] for r in rows],
+        "pixel_size": [r[1] for r in rows], "tissue_thickness": [r[2] for r in rows],
+    })  # fmt: skip
+    csv.to_csv(tmp / "test.csv", index=False)
+    pd.DataFrame({"id": csv["id"], "rle": [r[4] for r in rows]}).to_csv(
+        tmp / "test_labels.csv", index=False
+    )
+    tmp.rename(data)
+    return data
+
+
+def finished() -> RunArchive:
+    return archived(ARCHIVE, RESULT_FILES, "kidney-", extra=("organ",))
+
+
+def run_missing(data: Path, methods: list[str], seeds: int) -> None:
+    """Every (method, seed) not archived yet, seed by seed, one after the other."""
+    done = finished().names()
+    todo = [(m, s) for s in range(seeds) for m in methods if exp_name(m, s) not in done]
+    for k, (m, s) in enumerate(todo, 1):
+        name = exp_name(m, s)
+        sets = [*BUDGET, f"data.raw_dir={data.resolve()}", f"train.seed={2022 + 100 * s}",
+                *METHODS[m][0]]  # fmt: skip
+        started = time.perf_counter()
+        print(f"[{k}/{len(todo)}] {name} ...", flush=True)
+        try:
+            dvc("exp", "run", "--temp", *[a for x in sets for a in ("-S", x)], "-n", name, "submit")
+        except subprocess.CalledProcessError as err:
+            print(f"[{k}/{len(todo)}] {name} FAILED:\n{(err.stderr or '')[-3000:]}", flush=True)
+            continue
+        print(f"[{k}/{len(todo)}] {name} done in {time.perf_counter() - started:.0f} s", flush=True)
+        finished()  # archive it at once: an interrupted study keeps every finished run
+
+
+def per_image(archive: RunArchive, method: str, kind: str) -> pd.Series | None:
+    """Dice per image averaged over the method's archived seeds (None: no run archived)."""
+    runs = sorted(n for n in archive.names() if n.rsplit("-s", 1)[0] == f"kidney-{method}")
+    if not runs:
+        return None
+    frames = [archive.table(r, kind).set_index("id")["dice"] for r in runs]
+    return pd.concat(frames, axis=1).mean(axis=1).rename(len(runs))
+
+
+def rounded(stat: tuple[float, ...]) -> list[float]:
+    """(point, low, high) rounded for the JSON."""
+    return [round(v, 4) for v in stat]
+
+
+def method_row(archive: RunArchive, method: str, base: pd.Series | None) -> dict | None:
+    test = per_image(archive, method, "test")
+    if test is None:
+        return None
+    same = test[~test.index.str.startswith(LAB_B)].sort_index()
+    lab_b = test[test.index.str.startswith(LAB_B)]
+    lab_b = lab_b.set_axis(lab_b.index.str.removeprefix(LAB_B)).reindex(same.index)
+    if lab_b.isna().any():
+        raise ValueError(f"{method}: no second-lab Dice for {lab_b.index[lab_b.isna()].tolist()}")
+    oof = per_image(archive, method, "oof")
+    row = {
+        "method": method, "about": METHODS[method][1], "seeds": int(test.name),
+        "same_lab": rounded(bootstrap(same.to_numpy())),
+        "lab_b": rounded(bootstrap(lab_b.to_numpy())),
+        "hold": rounded(bootstrap(lab_b.to_numpy(), same.to_numpy())),
+        "oof": None if oof is None else rounded(bootstrap(oof.to_numpy())),
+    }  # fmt: skip
+    if base is not None and method != BASELINE:
+        row["lab_b_vs_base"] = rounded(bootstrap((lab_b - base.reindex(lab_b.index)).to_numpy()))
+    return row
+
+
+def report() -> dict:
+    archive = RunArchive(ARCHIVE, RESULT_FILES, extra=("organ",))
+    base_test = per_image(archive, BASELINE, "test")
+    base = None
+    if base_test is not None:
+        b = base_test[base_test.index.str.startswith(LAB_B)]
+        base = b.set_axis(b.index.str.removeprefix(LAB_B))
+    rows = [r for m in METHODS if (r := method_row(archive, m, base))]
+    result = {"budget": list(BUDGET), "baseline": BASELINE, "rows": rows}
+    TABLE.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    TABLE.with_suffix(".md").write_text(markdown(rows))
+    return result
+
+
+def markdown(rows: list[dict]) -> str:
+    def ci(v: list[float] | None) -> str:
+        return "–" if v is None else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+
+    lines = [
+        "# Kidney, real PAS: same lab vs a second lab's proxy",
+        "",
+        f"Generated by `research/kidney_study.py --report` from `kidney_runs.csv`. Budget: "
+        f"`{' '.join(BUDGET)}`; 90 training tiles, 20 held-out tiles scored as they are "
+        "(same lab) and as the second lab's proxy (`kidney_lab.py`). Dice per tile averaged "
+        "over seeds, 95 % bootstrap intervals over the 20 tiles (paired).",
+        "",
+        "| method | seeds | same lab | second lab | hold (2nd ÷ same) | Δ second lab vs "
+        f"`{BASELINE}` | OOF (90 tiles) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| `{r['method']}` | {r['seeds']} | {ci(r['same_lab'])} | {ci(r['lab_b'])} | "
+            f"{ci(r['hold'])} | {ci(r.get('lab_b_vs_base'))} | {ci(r['oof'])} |"
+        )
+    lines += ["", *[f"- `{r['method']}`: {r['about']}" for r in rows], ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, help="folder for the imported tiles and the dataset")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--report", action="store_true", help="tables from the archive only")
+    args = ap.parse_args()
+    if not args.report:
+        if args.work is None:
+            ap.error("--work is needed to run (or --report)")
+        run_missing(build(args.work), args.methods, args.seeds)
+    print(json.dumps(report(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
