@@ -30,13 +30,16 @@ from ftuseg.domain.normalize import (
     normalized_files,
     run_normalize_stage,
 )
+from ftuseg.domain.optics import tissue_density_top
 from ftuseg.domain.references import reference_image
 from ftuseg.train.datasets import CropDataset
 
 GEOMETRY_ONLY = AugmentConfig(
     dihedral=1.0, rotate_scale=1.0, cutmix=1.0, cutmix_same_organ=False, cutout=1.0
 )
-ALL_ON = replace(GEOMETRY_ONLY, contrast=1.0, hsv=1.0, noise=1.0, hed=1.0, thickness=1.0)
+ALL_ON = replace(
+    GEOMETRY_ONLY, contrast=1.0, hsv=1.0, noise=1.0, hed=1.0, thickness=1.0, density=1.0
+)
 
 
 def content_pair(seed: int, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +113,9 @@ def test_whole_recipe_keeps_alignment_and_is_seeded():
 
 def test_colour_transforms_leave_masks_and_geometry_alone():
     image, mask = content_pair(6)
-    cfg = AugmentConfig(dihedral=0.0, contrast=1.0, hsv=1.0, noise=1.0, hed=1.0, thickness=1.0)
+    cfg = AugmentConfig(
+        dihedral=0.0, contrast=1.0, hsv=1.0, noise=1.0, hed=1.0, thickness=1.0, density=1.0
+    )
     out_image, out_mask, _ = augment(image, mask, np.random.default_rng(0), cfg, "kidney", 0.4)
     np.testing.assert_array_equal(out_mask, mask)
     assert out_image.dtype == np.uint8 and not np.array_equal(out_image, image)
@@ -118,6 +123,23 @@ def test_colour_transforms_leave_masks_and_geometry_alone():
     tissue = np.full((32, 32, 3), (180, 120, 160), np.uint8)
     assert np.abs(hed_jitter(tissue, np.ones(3), np.zeros(3)).astype(int) - tissue).max() <= 2
     assert np.abs(adjust_hsv(tissue, 0.0, 1.0, 1.0).astype(int) - tissue).max() <= 2
+
+
+def test_stain_amount_augmentation_spans_its_range_of_labs():
+    """``augment.density``: each crop's stain × a factor drawn log-uniformly in
+    ``density_range``; both ends of the range are reached and nothing outside it."""
+    crop = np.ascontiguousarray(reference_image("pas")[:128, :128])
+    mask = np.zeros(crop.shape[:2], bool)
+    cfg = AugmentConfig(dihedral=0.0, density=1.0, density_range=(0.2, 1.5))
+    top = tissue_density_top(crop)
+    ratios = [
+        tissue_density_top(augment(crop, mask, np.random.default_rng(s), cfg, "kidney", 2.0)[0])
+        / top
+        for s in range(40)
+    ]
+    assert 0.18 < min(ratios) < 0.3 and 1.0 < max(ratios) < 1.6, (min(ratios), max(ratios))
+    off = augment(crop, mask, np.random.default_rng(0), replace(cfg, density=0.0), "kidney", 2.0)
+    np.testing.assert_array_equal(off[0], crop)
 
 
 def test_thickness_adaptation_darkens_thick_and_blurs_coarse_targets():

@@ -12,7 +12,9 @@ from ftuseg.core.errors import DataError
 from ftuseg.domain.normalize import NormalizeConfig, StainNormalizer
 from ftuseg.domain.optics import (
     glass_corrected,
+    glass_level,
     optical_density,
+    scale_density,
     standardize_density,
     tissue_density_top,
 )
@@ -92,3 +94,26 @@ def test_the_normaliser_targets_the_reference_and_names_tissue_free_images(he_cr
     assert "blank.tiff" in caplog.text
     with pytest.raises(DataError, match="uint8"):
         standardize_density(he_crop.astype(np.float32), 2.0, "float.tiff")
+
+
+@pytest.mark.parametrize("factor", [0.2, 0.5, 1.5])
+def test_scale_density_makes_a_lighter_or_darker_lab_and_keeps_the_glass(he_crop, factor):
+    """The stain-amount augmentation's primitive: the same as the section ``factor`` times as
+    dense (this file's reference definition), every stain alike, glass untouched."""
+    out = scale_density(he_crop, factor)
+    od = optical_density(he_crop)
+    glass = glass_level(od)  # this crop has no glass: the cap (no stain below RGB ≈ 226)
+    # Levels brighter than the glass stay as they are (the glass is a floor, not a colour).
+    expected = np.where(od > glass, glass + (od - glass) * np.float32(factor), od)
+    expected = np.clip(np.rint(255.0 * np.exp(-expected)), 0, 255)
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
+    ratio = tissue_density_top(out) / tissue_density_top(he_crop)
+    assert ratio == pytest.approx(factor, rel=0.1)  # 8-bit levels weigh at low density
+    if factor == 0.5:  # density changes, the stains' direction does not (at 0.2 too few
+        # pixels pass od_direction's tissue threshold to compare the same set)
+        assert float(od_direction(out) @ od_direction(he_crop)) > 0.999
+    slide = np.pad(he_crop, ((16, 16), (16, 16), (0, 0)))
+    slide[:16], slide[-16:] = (240, 238, 243), (240, 238, 243)
+    np.testing.assert_array_equal(scale_density(slide, factor)[:16], slide[:16])
+    np.testing.assert_array_equal(scale_density(he_crop[..., :3], 1.0)[he_crop > 0],
+                                  he_crop[he_crop > 0])  # fmt: skip
