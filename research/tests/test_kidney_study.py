@@ -1,0 +1,69 @@
+"""The cross-lab kidney study: the second lab's rendition and the table built from the archive."""
+
+from __future__ import annotations
+
+import json
+
+import kidney_study
+import numpy as np
+import pandas as pd
+import pytest
+from experiments import RunArchive
+from kidney_lab import render_lab_b, tissue_mean
+
+from ftuseg.data.real_tiles import load_real_tiles
+
+
+@pytest.fixture(scope="module")
+def tile():
+    return load_real_tiles("test", 1)[0]
+
+
+def test_the_second_lab_is_lighter_finer_and_keeps_a_glomerulus(tile):
+    image, mask = render_lab_b(tile.image, tile.mask, tile.id)
+    again = render_lab_b(tile.image, tile.mask, tile.id)
+    np.testing.assert_array_equal(image, again[0])  # seeded by the tile's id
+    assert image.shape == (2 * tile.image.shape[0], 2 * tile.image.shape[1], 3)  # 0.5 µm/px
+    up = np.repeat(np.repeat(tile.mask, 2, axis=0), 2, axis=1)
+    assert mask.any() and not (mask & ~up).any()  # a band of the tile: never a new glomerulus
+    source, lab_b = tissue_mean(tile.image), tissue_mean(image)
+    assert (lab_b - source).min() > 30, (source, lab_b)  # much lighter, as the issue measured
+    glass = (image.astype(int).sum(axis=2) > 690).mean()
+    assert 0.15 < glass < 0.7, glass  # a biopsy: glass beside the tissue
+
+
+def fake_archive(path, dice: dict[str, tuple[float, float]]) -> RunArchive:
+    """Runs whose same-lab tiles score ``same`` and second-lab tiles ``lab_b`` (two tiles)."""
+
+    def read(rev: str, file: str) -> pd.DataFrame:
+        same, lab_b = dice[rev]
+        if file == kidney_study.RESULT_FILES["test"]:
+            return pd.DataFrame({"id": ["t1", "t2", "labb_t1", "labb_t2"], "organ": "kidney",
+                                 "dice": [same, same, lab_b, lab_b - 0.1]})  # fmt: skip
+        return pd.DataFrame({"id": ["a", "b"], "organ": "kidney", "fold": [0, 1],
+                             "dice": [0.8, 0.9]})  # fmt: skip
+
+    archive = RunArchive(path, kidney_study.RESULT_FILES, extra=("organ",))
+    archive.add({n: n for n in dice}, read)
+    archive.save()
+    return archive
+
+
+def test_report_averages_seeds_and_pairs_the_second_lab_with_the_same_tiles(tmp_path, monkeypatch):
+    runs = {"kidney-scale-s0": (0.8, 0.2), "kidney-scale-s1": (0.6, 0.4),
+            "kidney-od-s0": (0.7, 0.6)}  # fmt: skip
+    fake_archive(tmp_path / "runs.csv", runs)
+    monkeypatch.setattr(kidney_study, "ARCHIVE", tmp_path / "runs.csv")
+    monkeypatch.setattr(kidney_study, "TABLE", tmp_path / "table")
+    result = kidney_study.report()
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(rows) == {"scale", "od"}
+    scale, od = rows["scale"], rows["od"]
+    assert scale["seeds"] == 2 and od["seeds"] == 1
+    assert scale["same_lab"][0] == pytest.approx(0.7)  # (0.8 + 0.6) / 2 on both tiles
+    assert scale["lab_b"][0] == pytest.approx(0.25)  # (0.3 + 0.2) / 2
+    assert scale["hold"][0] == pytest.approx(0.25 / 0.7, abs=1e-4)
+    assert od["lab_b_vs_base"][0] == pytest.approx(0.55 - 0.25)
+    assert "lab_b_vs_base" not in scale
+    assert json.loads((tmp_path / "table.json").read_text()) == result
+    assert "| `od` | 1 |" in (tmp_path / "table.md").read_text()
