@@ -46,6 +46,7 @@ docs: setup  ## regenerate docs/results.md from metrics/ and benchmarks/results/
 
 research-tables: setup  ## rebuild the research study's archived tables from its run archive
 	$(BIN)/python research/tables.py
+	$(BIN)/python research/kidney_study.py --report
 
 bench: setup  ## speed benchmarks against named baselines
 	$(BIN)/python benchmarks/rle.py

@@ -47,19 +47,28 @@ TILES = ROOT / "src" / "ftuseg" / "assets" / "kidney_pas" / "tiles.csv"
 SOURCE_UM_PER_PX = 1.0  # the source README's estimate
 LAB_B = "labb_"
 # The study budget: the own-data profile (U-Net, 4 µm/px, 128² crops, 2 folds) with 8 epochs of
-# 4 crops per tile instead of 25 of 8 (≈ 1/6 of its training; ≈ 6 min per run on 2 idle cores).
+# 4 crops per tile instead of 25 of 8 (≈ 1/6 of its training; ≈ 10 min per run on 2 cores).
 BUDGET = ("profile=kidney-real", "train.epochs=8", "train.samples_per_image=4")
 DENSITY = ("augment.density=0.8",)
 OD = ("stain.normalize.method=od", "stain.normalize.reference=pas")
+# The default preset's colour jitter (conf/config.yaml's augment values): hue, saturation,
+# value, HED stain amounts, contrast, noise.
+COLOUR = ("augment.hsv=0.5", "augment.hed=0.3", "augment.contrast=0.3", "augment.noise=0.2")
 METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     "scale": ((), "the own-data profile as shipped (domain=scale: zoom, thickness adaptation)"),
     "density": (DENSITY, "+ stain-amount augmentation (optical density × U_log(0.2, 1.5))"),
     "od": (OD, "+ per-image optical-density standardisation to the PAS reference (train, test)"),
     "density-od": ((*DENSITY, *OD), "+ both"),
+    "colour": (COLOUR, "+ the default preset's colour jitter (HSV, HED, contrast, noise)"),
+    "density-colour": ((*DENSITY, *COLOUR), "+ stain-amount augmentation and colour jitter"),
     "all": (
         ("domain=all", "stain.augment.copies=4"),
         "the default preset (recoloured H&E/PAS copies, full augmentation)",
-    ),  # fmt: skip
+    ),
+    "all-density": (
+        ("domain=all", "stain.augment.copies=4", *DENSITY),
+        "the default preset + stain-amount augmentation",
+    ),
     "none": (("domain=none",), "flips only, no scale handling"),
 }
 BASELINE = "scale"
@@ -185,7 +194,9 @@ def method_row(archive: RunArchive, method: str, base: pd.Series | None) -> dict
     return row
 
 
-def report() -> dict:
+def report(check: bool = False) -> dict:
+    """Build the tables from the archive and write them; with ``check``, write nothing and
+    exit non-zero when the committed tables differ from what the archive gives."""
     archive = RunArchive(ARCHIVE, RESULT_FILES, extra=("organ",))
     base_test = per_image(archive, BASELINE, "test")
     base = None
@@ -194,8 +205,15 @@ def report() -> dict:
         base = b.set_axis(b.index.str.removeprefix(LAB_B))
     rows = [r for m in METHODS if (r := method_row(archive, m, base))]
     result = {"budget": list(BUDGET), "baseline": BASELINE, "rows": rows}
-    TABLE.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    TABLE.with_suffix(".md").write_text(markdown(rows))
+    texts = {".json": json.dumps(result, indent=2) + "\n", ".md": markdown(rows)}
+    for suffix, text in texts.items():
+        path = TABLE.with_suffix(suffix)
+        if not check:
+            path.write_text(text)
+        elif not path.is_file() or path.read_text() != text:
+            raise SystemExit(
+                f"{path}: stale, rebuild with `python research/kidney_study.py --report`"
+            )
     return result
 
 
@@ -230,7 +248,11 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--report", action="store_true", help="tables from the archive only")
+    ap.add_argument("--check", action="store_true", help="fail if the tables are stale")
     args = ap.parse_args()
+    if args.check:
+        report(check=True)
+        return
     if not args.report:
         if args.work is None:
             ap.error("--work is needed to run (or --report)")
