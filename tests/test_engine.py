@@ -182,3 +182,47 @@ def test_tiles_default_to_each_members_training_crop(tmp_path):
     net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
     default.predict_member(default.members[0], torch.rand(3, 160, 160))
     assert calls[0][-2:] == (96, 96) and sum(c[0] for c in calls) == 4
+
+
+class NormalisedDarkness(nn.Module):
+    """1×1 conv (no bias) -> BatchNorm -> a fixed readout: a model whose one normalisation
+    layer decides how dark is dark. Its training statistics are planted: mean 0.3, var 0.01."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1, bias=False)
+        nn.init.constant_(self.conv.weight, -1.0 / 3.0)  # minus the mean of RGB: darkness
+        self.bn = nn.BatchNorm2d(1, affine=False)
+        self.bn.running_mean.fill_(-0.7)
+        self.bn.running_var.fill_(0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 4.0 * self.bn(self.conv(x))
+
+
+def test_test_time_statistics_follow_the_image_and_leave_the_model_as_it_was(tissue):
+    """``adapt_norm``: a lighter rendition of the tissue (another lab: every pixel's darkness
+    × 0.4) loses its dark regions under the training statistics and gets them back under its
+    own; 0 changes nothing, and the model's statistics are the same bytes afterwards."""
+    model = Segmenter(NormalisedDarkness(), stride=1, mean=(0, 0, 0), std=(1, 1, 1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    light = (255 - 0.4 * (255 - tissue.astype(np.float32))).astype(np.uint8)
+
+    def dark(cfg: InferenceConfig, image: np.ndarray) -> np.ndarray:
+        return Predictor([Member(model, 1.0)], 0.4, cfg).predict(image, 0.4) > 0.5
+
+    plain = InferenceConfig(tile_size=64)
+    adapted = InferenceConfig(tile_size=64, adapt_norm=1.0)
+    reference = dark(adapted, tissue)
+    assert 0.05 < reference.mean() < 0.95
+    assert dice(dark(plain, light), reference) < 0.5  # the lighter lab, training statistics
+    # Own statistics: the same regions (the affine change of darkness is normalised away).
+    assert dice(dark(adapted, light), reference) > 0.95
+    half = InferenceConfig(tile_size=64, adapt_norm=0.5)
+    assert dice(dark(plain, light), reference) < dice(dark(half, light), reference)
+    assert np.array_equal(dark(InferenceConfig(tile_size=64, adapt_norm=0.0), light),
+                          dark(plain, light))  # fmt: skip
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    with pytest.raises(ValueError, match="adapt_norm"):
+        InferenceConfig(adapt_norm=1.5)

@@ -72,3 +72,21 @@ def test_an_organ_without_a_shipped_model_is_a_clear_error(tmp_path):
     assert result.exit_code != 0
     assert "no model ships for organ 'lung'" in result.output and "--models" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_predict_can_use_each_images_own_normalisation_statistics(card, tmp_path):
+    """``--adapt-norm``: the image's own BatchNorm statistics (slides from another lab); a weight
+    outside [0, 1] is refused before anything is written."""
+    tile = load_real_tiles("test", 1)[0]
+    source = TILES / "images" / f"train_{tile.id.removeprefix(ID_PREFIX)}.jpg"
+    shutil.copy(str(source), tmp_path / "tile.jpg")
+    args = ["predict", str(tmp_path / "tile.jpg"), "--organ", "kidney", "--pixel-size", "1.0",
+            "--out", str(tmp_path / "out"), "--params", str(tmp_path / "absent.yaml")]  # fmt: skip
+    bad = CliRunner().invoke(app, [*args, "--adapt-norm", "1.5"])
+    assert bad.exit_code != 0 and not (tmp_path / "out").exists()
+    result = CliRunner().invoke(app, [*args, "--adapt-norm", "1.0"])
+    assert result.exit_code == 0, result.output
+    with tifffile.TiffFile(tmp_path / "out/tile.mask.tif") as tif:
+        adapted = dice(tif.series[0].levels[0].asarray() > 0, tile.mask)
+    # Still a glomerulus model on its own lab's tile, and not the same numbers as without.
+    assert adapted > 0.5 and abs(adapted - card["per_tile"][tile.id]) > 1e-4, adapted

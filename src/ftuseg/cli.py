@@ -163,6 +163,13 @@ def predict(
     probability: bool = typer.Option(
         False, "--probability", help="also the probability (255 = 1) as a pyramidal TIFF"
     ),
+    adapt_norm: float | None = typer.Option(
+        None,
+        min=0.0,
+        max=1.0,
+        help="weight of each image's own BatchNorm statistics (slides from another lab: 1.0; "
+        "default: the models' inference settings)",
+    ),  # fmt: skip
 ) -> None:
     """Predict FTUs on any image or whole slide with a trained ensemble: a pyramidal TIFF mask,
     GeoJSON polygons (QuPath), an overlay thumbnail and a JSON summary per image."""
@@ -189,6 +196,10 @@ def predict(
             else InferenceConfig()
         )
         predictor, config = load_ensemble(models, ensemble, inference)
+    if adapt_norm is not None:
+        from dataclasses import replace
+
+        predictor.config = replace(predictor.config, adapt_norm=adapt_norm)
     for image in images:
         result = predict_slide(
             image, predictor, config, organ, out, pixel_size, chunk, tissue, rle_out, True,

@@ -15,7 +15,8 @@ gets.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,15 @@ class InferenceConfig:
     # its native resolution as a pipeline that ignores µm/px would (recorded in the checkpoint,
     # so the switch means the same whatever resolution the training data has).
     scale_handling: bool = True
+    # Test-time normalisation statistics: each image's own BatchNorm statistics (one extra
+    # forward pass over its tiles) mixed into the training ones with this weight; 0 = the
+    # training statistics alone, 1 = the image's alone (AdaBN). Another lab's staining shifts
+    # every layer's activations; its statistics move them back (research/kidney_study.py).
+    adapt_norm: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.adapt_norm <= 1.0:
+            raise ValueError(f"inference.adapt_norm must be in [0, 1], got {self.adapt_norm}")
         if (self.tile_size is not None and self.tile_size < 1) or self.batch_size < 1:
             raise ValueError("inference.tile_size and inference.batch_size must be positive")
         if not 0.0 <= self.overlap < 1.0:
@@ -153,6 +161,41 @@ RECORDED_SINCE: dict[str, Any] = {
     "stain_normalize": {"method": "none"},
     "crop_size": None,
 }
+
+
+@contextmanager
+def image_statistics(
+    model: torch.nn.Module, batches: Iterable[tuple[Any, torch.Tensor]], weight: float
+) -> Iterator[None]:
+    """Within the block, every BatchNorm layer of ``model`` normalises with ``weight`` × the
+    statistics of ``batches`` (one image's tiles, seen once in the layers' training mode with a
+    cumulative average) + (1 − weight) × its training statistics; afterwards the training
+    statistics are back, bit for bit. ``weight`` 0: nothing happens."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if weight == 0.0 or not layers:
+        yield
+        return
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(),
+              m.momentum) for m in layers]  # fmt: skip
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative: every tile counts the same
+            m.train()
+        for _, batch in batches:
+            model(batch)
+        for m, (mean, var, _, _) in zip(layers, saved, strict=True):
+            m.running_mean.mul_(weight).add_(mean, alpha=1.0 - weight)
+            m.running_var.mul_(weight).add_(var, alpha=1.0 - weight)
+            m.eval()
+        yield
+    finally:
+        for m, (mean, var, count, momentum) in zip(layers, saved, strict=True):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(count)
+            m.momentum = momentum
+            m.eval()
 
 
 @dataclass
@@ -257,30 +300,33 @@ class Predictor:
         """The tile side a member predicts with: the configured one, else its training crop."""
         return int(self.config.tile_size or member.tile_size)  # type: ignore[arg-type]
 
+    def _tile_batches(
+        self, image: torch.Tensor, boxes: list[tuple[int, int, int, int]]
+    ) -> Iterator[tuple[list[tuple[int, int, int, int]], torch.Tensor]]:
+        """``(boxes, (B, 3, h, w) float batch on the device)`` over ``boxes`` of ``image``;
+        uint8 tiles become floats batch by batch (the whole image never exists as floats)."""
+        for chunk in _batches(boxes, self.config.batch_size):
+            batch = torch.stack([image[:, y : y + h, x : x + w] for y, x, h, w in chunk])
+            batch = batch.to(self.device)
+            yield chunk, batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch
+
     @torch.inference_mode()
     def predict_member(self, member: Member, image: torch.Tensor) -> np.ndarray:
-        """Blended tiled probability (float32, H×W) of one member on a (3, H, W) image tensor.
-
-        ``image`` may be uint8 (0..255) or float (0..1); tiles are converted batch by batch, so
-        the whole image never exists as floats.
-        """
+        """Blended tiled probability (float32, H×W) of one member on a (3, H, W) image tensor
+        (uint8 0..255 or float 0..1); with ``adapt_norm`` under the image's own BatchNorm
+        statistics (:func:`image_statistics`)."""
         cfg = self.config
-        model = member.model
         shape = tuple(image.shape[-2:])
         boxes = tiles(shape, self.tile_size(member), cfg.overlap)
         window = torch.from_numpy(blend_window(boxes[0][2], boxes[0][3], cfg.window))
         acc = torch.zeros(shape)
         norm = torch.zeros(shape)
-        for chunk in _batches(boxes, cfg.batch_size):
-            batch = torch.stack([image[:, y : y + h, x : x + w] for y, x, h, w in chunk]).to(
-                self.device
-            )
-            if batch.dtype == torch.uint8:
-                batch = batch.float().div_(255.0)
-            prob = self._forward(model, batch).cpu()
-            for (y, x, h, w), p in zip(chunk, prob[:, 0], strict=True):
-                acc[y : y + h, x : x + w] += p * window
-                norm[y : y + h, x : x + w] += window
+        with image_statistics(member.model, self._tile_batches(image, boxes), cfg.adapt_norm):
+            for chunk, batch in self._tile_batches(image, boxes):
+                prob = self._forward(member.model, batch).cpu()
+                for (y, x, h, w), p in zip(chunk, prob[:, 0], strict=True):
+                    acc[y : y + h, x : x + w] += p * window
+                    norm[y : y + h, x : x + w] += window
         return acc.div_(norm).numpy()
 
     def predict_scaled(
