@@ -110,15 +110,18 @@ class RunArchive:
         return set(self.rows["run"])
 
     def add(
-        self, runs: Mapping[str, str], read: Callable[[str, str], pd.DataFrame] = read_at
+        self, runs: Mapping[str, str], read: Callable[[str, str], pd.DataFrame | None] = read_at
     ) -> list[str]:
         """Archive every run of ``runs`` (name -> experiment commit) not archived yet, reading
-        each kind's per-image CSV with ``read(commit, path)``; returns the names added."""
+        each kind's per-image CSV with ``read(commit, path)`` (None: the run has no result of
+        that kind); returns the names added."""
         new = sorted(set(runs) - self.names())
         frames = [self.rows] if len(self.rows) else []
         for name in new:
             for kind, path in self.files.items():
                 t = read(runs[name], path)
+                if t is None:
+                    continue
                 missing = [c for c in ("id", *self.extra, "dice") if c not in t]
                 if missing:
                     raise ValueError(f"run {name}: {path} has no {'/'.join(missing)} column")

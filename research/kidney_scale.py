@@ -62,11 +62,14 @@ def main() -> None:
         "dice": {f"{p:g}": [round(v, 4) for v in bootstrap(a)] for p, a in arrays.items()},
         "vs_1um": {
             f"{p:g}": [round(v, 4) for v in bootstrap_of(np.subtract, a, ref)]
-            for p, a in arrays.items() if p != 1.0
+            for p, a in arrays.items()
+            if p != 1.0
         },  # fmt: skip
         "spread": round(max(means.values()) - min(means.values()), 4),
-        "per_tile": {t.id: {f"{p:g}": round(float(arrays[p][i]), 4) for p in PRESENTATIONS}
-                     for i, t in enumerate(tiles)},  # fmt: skip
+        "per_tile": {
+            t.id: {f"{p:g}": round(float(arrays[p][i]), 4) for p in PRESENTATIONS}
+            for i, t in enumerate(tiles)
+        },  # fmt: skip
     }
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("dice", "vs_1um", "spread")}, indent=2))

@@ -161,7 +161,8 @@ def run_missing(data: Path, methods: list[str], seeds: int) -> None:
 def per_image(archive: RunArchive, method: str, kind: str) -> pd.Series | None:
     """Dice per image averaged over the method's archived seeds (None: no run archived)."""
     runs = sorted(n for n in archive.names() if n.rsplit("-s", 1)[0] == f"kidney-{method}")
-    if not runs:
+    kinds = set(archive.rows.loc[archive.rows["run"].isin(runs), "kind"])
+    if not runs or kind not in kinds:
         return None
     frames = [archive.table(r, kind).set_index("id")["dice"] for r in runs]
     return pd.concat(frames, axis=1).mean(axis=1).rename(len(runs))
@@ -183,7 +184,7 @@ def method_row(archive: RunArchive, method: str, base: pd.Series | None) -> dict
         raise ValueError(f"{method}: no second-lab Dice for {lab_b.index[lab_b.isna()].tolist()}")
     oof = per_image(archive, method, "oof")
     row = {
-        "method": method, "about": METHODS[method][1], "seeds": int(test.name),
+        "method": method, "about": about(method), "seeds": int(test.name),
         "same_lab": rounded(bootstrap(same.to_numpy())),
         "lab_b": rounded(bootstrap(lab_b.to_numpy())),
         "hold": rounded(bootstrap(lab_b.to_numpy(), same.to_numpy())),
@@ -192,6 +193,25 @@ def method_row(archive: RunArchive, method: str, base: pd.Series | None) -> dict
     if base is not None and method != BASELINE:
         row["lab_b_vs_base"] = rounded(bootstrap((lab_b - base.reindex(lab_b.index)).to_numpy()))
     return row
+
+
+def about(method: str) -> str:
+    """What a method is; ``<method>+adapt<w>``: the same models at test time with
+    ``inference.adapt_norm`` w (:mod:`kidney_adapt`)."""
+    base, _, weight = method.partition("+adapt")
+    if not weight:
+        return METHODS[method][1]
+    return (f"`{base}`'s models, each test image under its own BatchNorm statistics "
+            f"(`inference.adapt_norm: {weight}`)")  # fmt: skip
+
+
+def methods_in(archive: RunArchive) -> list[str]:
+    """METHODS' order, each followed by its test-time variants found in the archive."""
+    found = {n.removeprefix("kidney-").rsplit("-s", 1)[0] for n in archive.names()}
+    unknown = {m.partition("+adapt")[0] for m in found} - set(METHODS)
+    if unknown:
+        raise ValueError(f"{ARCHIVE.name}: runs of unknown methods {sorted(unknown)}")
+    return [v for m in METHODS for v in sorted(f for f in found if f.partition("+adapt")[0] == m)]
 
 
 def report(check: bool = False) -> dict:
@@ -203,7 +223,7 @@ def report(check: bool = False) -> dict:
     if base_test is not None:
         b = base_test[base_test.index.str.startswith(LAB_B)]
         base = b.set_axis(b.index.str.removeprefix(LAB_B))
-    rows = [r for m in METHODS if (r := method_row(archive, m, base))]
+    rows = [r for m in methods_in(archive) if (r := method_row(archive, m, base))]
     result = {"budget": list(BUDGET), "baseline": BASELINE, "rows": rows}
     texts = {".json": json.dumps(result, indent=2) + "\n", ".md": markdown(rows)}
     for suffix, text in texts.items():

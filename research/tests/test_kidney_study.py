@@ -74,3 +74,21 @@ def test_report_averages_seeds_and_pairs_the_second_lab_with_the_same_tiles(tmp_
     assert "lab_b_vs_base" not in scale
     assert json.loads((tmp_path / "table.json").read_text()) == result
     assert "| `od` | 1 |" in (tmp_path / "table.md").read_text()
+
+
+def test_test_time_variants_are_listed_after_their_method_without_an_oof(tmp_path, monkeypatch):
+    fake_archive(tmp_path / "runs.csv", {"kidney-scale-s0": (0.8, 0.0)})
+    archive = RunArchive(tmp_path / "runs.csv", kidney_study.RESULT_FILES, extra=("organ",))
+    test = pd.DataFrame({"id": ["t1", "t2", "labb_t1", "labb_t2"], "organ": "kidney",
+                         "dice": [0.7, 0.7, 0.5, 0.4]})  # fmt: skip
+    archive.add({"kidney-scale+adapt1-s0": "r"},
+                lambda rev, path: test if path == kidney_study.RESULT_FILES["test"] else None)  # fmt: skip
+    archive.save()
+    monkeypatch.setattr(kidney_study, "ARCHIVE", tmp_path / "runs.csv")
+    monkeypatch.setattr(kidney_study, "TABLE", tmp_path / "table")
+    rows = kidney_study.report()["rows"]
+    assert [r["method"] for r in rows] == ["scale", "scale+adapt1"]
+    adapted = rows[1]
+    assert adapted["oof"] is None and adapted["lab_b"][0] == pytest.approx(0.45)
+    assert adapted["lab_b_vs_base"][0] == pytest.approx(0.45 - (-0.05))  # base: 0.0 and -0.1
+    assert "adapt_norm: 1" in adapted["about"]
