@@ -60,33 +60,70 @@ def biopsy_band(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.GaussianBlur(inside, (0, 0), 3.0)
 
 
+# The rendition's steps; :func:`render_lab_b` can leave any out (``--ablate``), every random
+# draw still made in the same order, so the full rendition is the same bytes either way.
+STEPS = ("biopsy", "density", "colour", "optics")
+
+
 def render_lab_b(
-    image: np.ndarray, mask: np.ndarray, tile_id: str
+    image: np.ndarray, mask: np.ndarray, tile_id: str, steps: tuple[str, ...] = STEPS
 ) -> tuple[np.ndarray, np.ndarray]:
     """One tile (RGB uint8 at 1.0 µm/px, its bool mask) as the other lab's: RGB uint8 and mask
-    at 0.5 µm/px (twice the size)."""
+    at 0.5 µm/px (twice the size). ``steps``: which of STEPS to apply (the 2× resampling always
+    happens: it is the presentation)."""
     rng = np.random.default_rng(seed_of(tile_id))
     band = biopsy_band(mask, rng)
-    light = scale_density(image, rng.uniform(*DENSITY)).astype(np.float32)
+    factor = rng.uniform(*DENSITY)
+    out = (scale_density(image, factor) if "density" in steps else image).astype(np.float32)
     glass = GLASS_RGB + rng.normal(0.0, 1.5, image.shape)
-    out = light * band[..., None] + glass * (1 - band[..., None])
-    mask = mask & (band > 0.5)
+    if "biopsy" in steps:
+        out = out * band[..., None] + glass * (1 - band[..., None])
+        mask = mask & (band > 0.5)
     # The scanner: colour response per channel, then its resolution, optics, noise and codec.
     gamma = rng.uniform(0.9, 1.1, 3)
-    out = 255.0 * (np.clip(out, 0, 255) / 255.0) ** gamma
+    if "colour" in steps:
+        out = 255.0 * (np.clip(out, 0, 255) / 255.0) ** gamma
     h, w = mask.shape
     size = (2 * w, 2 * h)
     out = cv2.resize(out, size, interpolation=cv2.INTER_CUBIC)
-    out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.8, 1.6))
-    out = out + rng.normal(0.0, 2.0, out.shape)
+    sigma = rng.uniform(0.8, 1.6)
+    noise = rng.normal(0.0, 2.0, out.shape)
+    quality = int(rng.integers(60, 81))
+    if "optics" in steps:
+        out = cv2.GaussianBlur(out, (0, 0), sigma) + noise
     big = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
     rgb = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    ok, buf = cv2.imencode(
-        ".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(60, 81))]
-    )
+    if "optics" not in steps:
+        return rgb, big
+    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError(f"{tile_id}: JPEG encoding failed")
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy(), big
+
+
+def ablate(count: int) -> dict:
+    """The shipped kidney model on ``count`` held-out tiles rendered with each step alone, all
+    but each step, and all: which step the failure comes from."""
+    from ftuseg.core.metrics import dice
+    from ftuseg.data.real_tiles import load_real_tiles
+    from ftuseg.infer.shipped import shipped_bundle
+    from ftuseg.kaggle.runtime import load_bundle
+
+    predictor, ensemble, _ = load_bundle(shipped_bundle("kidney"))
+    threshold = ensemble.threshold("kidney")
+    tiles = load_real_tiles("test", count)
+    variants = {"none": (), **{s: (s,) for s in STEPS},
+                **{f"all but {s}": tuple(t for t in STEPS if t != s) for s in STEPS},
+                "all": STEPS}  # fmt: skip
+    result = {}
+    for name, steps in variants.items():
+        scores = []
+        for t in tiles:
+            image, mask = render_lab_b(t.image, t.mask, t.id, steps)
+            scores.append(dice(predictor.predict(image, PIXEL_SIZE, "kidney") >= threshold, mask))
+        result[name] = round(float(np.mean(scores)), 4)
+        print(f"{name:18s} {result[name]:.4f}", flush=True)
+    return {"model": "shipped kidney model", "tiles": count, "dice": result}
 
 
 def tissue_mean(image: np.ndarray) -> np.ndarray:
@@ -96,13 +133,25 @@ def tissue_mean(image: np.ndarray) -> np.ndarray:
     return image[tissue_mask(glass_corrected(optical_density(image)))].mean(axis=0)
 
 
-if __name__ == "__main__":  # the renditions' tissue colour against the source tiles'
+if __name__ == "__main__":
+    import argparse
+    import json
+    from pathlib import Path
+
     from ftuseg.data.real_tiles import load_real_tiles
 
-    tiles = load_real_tiles("test")
-    src = np.mean([tissue_mean(t.image) for t in tiles], axis=0)
-    out = np.mean([tissue_mean(render_lab_b(t.image, t.mask, t.id)[0]) for t in tiles], axis=0)
-    print(
-        f"tissue mean RGB: source tiles {np.round(src)}, renditions {np.round(out)} "
-        "(the other lab's, #31: [212 193 216])"
-    )
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ablate", type=int, metavar="TILES",
+                    help="score the shipped model on TILES tiles per step (results/kidney_lab_ablation.json)")  # fmt: skip
+    args = ap.parse_args()
+    if args.ablate:
+        out = Path(__file__).resolve().parent / "results" / "kidney_lab_ablation.json"
+        out.write_text(json.dumps(ablate(args.ablate), indent=2) + "\n")
+    else:  # the renditions' tissue colour against the source tiles'
+        tiles = load_real_tiles("test")
+        src = np.mean([tissue_mean(t.image) for t in tiles], axis=0)
+        out = np.mean([tissue_mean(render_lab_b(t.image, t.mask, t.id)[0]) for t in tiles], axis=0)
+        print(
+            f"tissue mean RGB: source tiles {np.round(src)}, renditions {np.round(out)} "
+            "(the other lab's, #31: [212 193 216])"
+        )
