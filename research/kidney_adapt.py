@@ -9,6 +9,9 @@ run ``kidney-<method>+adapt<weight>-s<seed>`` (kind ``test``), so
 ``kidney_study.py --report`` lists it beside the method without it.
 
     python research/kidney_adapt.py --work ../kidney-study --methods scale density --weight 1
+
+The experiments' refs must be in this clone (``git fetch <clone> 'refs/exps/*:refs/exps/*'``
+where another clone ran them, with ``--cache <clone>/.dvc/cache``).
 """
 
 from __future__ import annotations
@@ -30,24 +33,27 @@ from ftuseg.core import rle
 from ftuseg.core.metrics import dice
 from ftuseg.infer.engine import InferenceConfig, Predictor
 
-CACHE = ROOT / ".dvc" / "cache" / "files" / "md5"
+# The DVC cache holding the experiments' models (``--cache``: the clone that ran them).
+CACHE = [ROOT / ".dvc" / "cache"]
 
 
 def cached(md5: str) -> Path:
-    return CACHE / md5[:2] / md5[2:]
+    return CACHE[0] / "files" / "md5" / md5[:2] / md5[2:]
 
 
 def fold_models(rev: str, out: Path) -> list[Path]:
     """The experiment's fold model folders, copied out of the DVC cache into ``out``."""
     lock = yaml.safe_load(show_at(rev, "dvc.lock"))
+    # The ensemble's members only: the lock also holds the base commit's other architectures.
+    members = yaml.safe_load(show_at(rev, "data/ensemble.yaml"))["members"]
     dirs = []
     for name, stage in lock["stages"].items():
         if not name.startswith("train@"):
             continue
         for o in stage["outs"]:
-            if o["path"].startswith("models/"):
+            if o["path"].split("/")[:2] in [["models", m] for m in members]:
                 target = out / o["path"]
-                for entry in json.loads(cached(o["md5"].removesuffix(".dir")).read_text()):
+                for entry in json.loads(cached(o["md5"]).read_text()):
                     (target / entry["relpath"]).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy(cached(entry["md5"]), target / entry["relpath"])
                 dirs.append(target)
@@ -81,7 +87,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True, help="kidney_study.py's --work")
     ap.add_argument("--methods", nargs="+", required=True)
     ap.add_argument("--weight", type=float, default=1.0)
+    ap.add_argument("--cache", type=Path, default=CACHE[0], help="DVC cache holding the models")
     args = ap.parse_args()
+    CACHE[0] = args.cache
     archive = finished()
     runs = named_runs("kidney-")
     for name, rev in sorted(runs.items()):
