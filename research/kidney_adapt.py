@@ -21,6 +21,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +33,7 @@ from kidney_study import RESULT_FILES, finished
 from ftuseg.core import rle
 from ftuseg.core.metrics import dice
 from ftuseg.infer.engine import InferenceConfig, Predictor
+from ftuseg.infer.members import EnsembleConfig
 
 # The DVC cache holding the experiments' models (``--cache``: the clone that ran them).
 CACHE = [ROOT / ".dvc" / "cache"]
@@ -41,11 +43,10 @@ def cached(md5: str) -> Path:
     return CACHE[0] / "files" / "md5" / md5[:2] / md5[2:]
 
 
-def fold_models(rev: str, out: Path) -> list[Path]:
-    """The experiment's fold model folders, copied out of the DVC cache into ``out``."""
+def fold_models(rev: str, members: Iterable[str], out: Path) -> list[Path]:
+    """The fold model folders of the ensemble's ``members`` (the lock also holds the base
+    commit's other architectures), copied out of the DVC cache into ``out``."""
     lock = yaml.safe_load(show_at(rev, "dvc.lock"))
-    # The ensemble's members only: the lock also holds the base commit's other architectures.
-    members = yaml.safe_load(show_at(rev, "data/ensemble.yaml"))["members"]
     dirs = []
     for name, stage in lock["stages"].items():
         if not name.startswith("train@"):
@@ -64,11 +65,14 @@ def fold_models(rev: str, out: Path) -> list[Path]:
 
 def scored(rev: str, data: Path, weight: float) -> pd.DataFrame:
     """Per-image Dice of the experiment's ensemble on the study's test images."""
-    threshold = yaml.safe_load(show_at(rev, "data/ensemble.yaml"))["thresholds"]["kidney"]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "ensemble.yaml"
+        config.write_text(show_at(rev, "data/ensemble.yaml"))
+        ensemble = EnsembleConfig.load(config)
     labels = pd.read_csv(data / "test_labels.csv", dtype={"id": str}).set_index("id")["rle"]
     meta = pd.read_csv(data / "test.csv", dtype={"id": str})
     with tempfile.TemporaryDirectory() as tmp:
-        models = fold_models(rev, Path(tmp))
+        models = fold_models(rev, ensemble.members, Path(tmp))
         predictor = Predictor.from_checkpoints(
             [(m, 1.0) for m in models], InferenceConfig(adapt_norm=weight)
         )
@@ -77,7 +81,8 @@ def scored(rev: str, data: Path, weight: float) -> pd.DataFrame:
             image = tifffile.imread(data / "test_images" / f"{r.id}.tiff")
             truth = rle.decode(labels[r.id], image.shape[:2]).astype(bool)
             prob = predictor.predict(image, r.pixel_size, r.organ)
-            rows.append({"id": r.id, "organ": r.organ, "dice": dice(prob >= threshold, truth)})
+            score = dice(prob >= ensemble.threshold(r.organ), truth)
+            rows.append({"id": r.id, "organ": r.organ, "dice": score})
             print(f"  {r.id}: {rows[-1]['dice']:.4f}", flush=True)
     return pd.DataFrame(rows)
 
