@@ -53,6 +53,8 @@ DENSITY = ("augment.density=0.8",)
 # Down to a tenth of the training tiles' density: the real second lab's tissue is ≈ 0.3 of it
 # (mean RGB (212, 193, 216) vs (150, 89, 161)), thinner or paler labs go lower.
 DENSITY_WIDE = ("augment.density=0.8", "augment.density_range=[0.1,1.5]")
+# What else a second lab's biopsy brings: glass beyond its edges, another scanner's colours.
+BIOPSY = ("augment.glass=0.5", "augment.scanner=0.8")
 OD = ("stain.normalize.method=od", "stain.normalize.reference=pas")
 # The default preset's colour jitter (conf/config.yaml's augment values): hue, saturation,
 # value, HED stain amounts, contrast, noise.
@@ -63,6 +65,11 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     "density-wide": (
         DENSITY_WIDE,
         "+ stain-amount augmentation (optical density × U_log(0.1, 1.5))",
+    ),
+    "lab": (
+        (*DENSITY_WIDE, *BIOPSY),
+        "+ density-wide, biopsy edges with glass (`augment.glass`) and another scanner's "
+        "colour response (`augment.scanner`)",
     ),
     "od": (OD, "+ per-image optical-density standardisation to the PAS reference (train, test)"),
     "density-od": ((*DENSITY, *OD), "+ both"),

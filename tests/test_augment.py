@@ -19,8 +19,10 @@ from ftuseg.domain.augment import (
     cutmix,
     cutout,
     dihedral,
+    glass_edge,
     hed_jitter,
     rotate_scale,
+    scanner_response,
     thickness_adapt,
 )
 from ftuseg.domain.copies import StainAugmentConfig, copy_files, run_stain_stage
@@ -38,8 +40,9 @@ GEOMETRY_ONLY = AugmentConfig(
     dihedral=1.0, rotate_scale=1.0, cutmix=1.0, cutmix_same_organ=False, cutout=1.0
 )
 ALL_ON = replace(
-    GEOMETRY_ONLY, contrast=1.0, hsv=1.0, noise=1.0, hed=1.0, thickness=1.0, density=1.0
-)
+    GEOMETRY_ONLY, contrast=1.0, hsv=1.0, noise=1.0, hed=1.0, thickness=1.0, density=1.0,
+    glass=1.0, scanner=1.0,
+)  # fmt: skip
 
 
 def content_pair(seed: int, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +117,9 @@ def test_whole_recipe_keeps_alignment_and_is_seeded():
 def test_colour_transforms_leave_masks_and_geometry_alone():
     image, mask = content_pair(6)
     cfg = AugmentConfig(
-        dihedral=0.0, contrast=1.0, hsv=1.0, noise=1.0, hed=1.0, thickness=1.0, density=1.0
-    )
+        dihedral=0.0, contrast=1.0, hsv=1.0, noise=1.0, hed=1.0, thickness=1.0, density=1.0,
+        scanner=1.0,
+    )  # fmt: skip
     out_image, out_mask, _ = augment(image, mask, np.random.default_rng(0), cfg, "kidney", 0.4)
     np.testing.assert_array_equal(out_mask, mask)
     assert out_image.dtype == np.uint8 and not np.array_equal(out_image, image)
@@ -140,6 +144,33 @@ def test_stain_amount_augmentation_spans_its_range_of_labs():
     assert 0.18 < min(ratios) < 0.3 and 1.0 < max(ratios) < 1.6, (min(ratios), max(ratios))
     off = augment(crop, mask, np.random.default_rng(0), replace(cfg, density=0.0), "kidney", 2.0)
     np.testing.assert_array_equal(off[0], crop)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_biopsy_edge_turns_a_share_of_the_crop_into_glass_without_ftus(seed):
+    """``augment.glass``: the glass covers a share of the crop within ``glass_range``, is as
+    bright as scanned glass, and no mask pixel is left under it; the tissue side is untouched
+    (bar the two-pixel seam)."""
+    image, mask = content_pair(seed, size=128)
+    image[..., 1:] = 100  # no pixel brighter than 220 before: the glass is recognisable
+    out, out_mask = glass_edge(image, mask, np.random.default_rng(seed), (0.2, 0.4))
+    glass = out.min(axis=2) > 215
+    assert 0.17 < glass.mean() < 0.43, glass.mean()
+    assert not out_mask[glass].any()
+    kept = (out == image).all(axis=2)
+    assert kept.mean() > 1.0 - glass.mean() - 0.06
+    np.testing.assert_array_equal(out_mask[kept], mask[kept])
+
+
+def test_a_scanner_response_scales_each_channels_optical_density_by_its_gamma():
+    tissue = np.random.default_rng(0).integers(60, 230, (32, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(scanner_response(tissue, np.ones(3)), tissue)
+    gamma = np.array([0.9, 1.0, 1.1])
+    out = scanner_response(tissue, gamma)
+    od_in = -np.log(tissue.reshape(-1, 3) / 255.0)
+    od_out = -np.log(np.maximum(out.reshape(-1, 3), 1) / 255.0)
+    ratio = np.median(od_out / od_in, axis=0)
+    np.testing.assert_allclose(ratio, gamma, atol=0.01)
 
 
 def test_thickness_adaptation_darkens_thick_and_blurs_coarse_targets():

@@ -63,6 +63,13 @@ class AugmentConfig:
     # density_range (another lab's staining intensity or section thickness, every stain alike).
     density: float = 0.0
     density_range: tuple[float, float] = (0.2, 1.5)
+    # A biopsy's edge: the crop beyond a ragged line is glass (glass_range of its area), with no
+    # FTU under it; tiles cut from inside a section never show one, biopsies always do.
+    glass: float = 0.0
+    glass_range: tuple[float, float] = (0.1, 0.5)
+    # Another scanner's colour response: each channel through its own gamma, 1 ± scanner_gamma.
+    scanner: float = 0.0
+    scanner_gamma: float = 0.1
     thickness: float = 0.0  # pixel-size/thickness adaptation toward the organ's HuBMAP target
     thickness_alpha: float = 0.15  # saturation × (1 + α·Δt), value × (1 − α·Δt)
     cutmix: float = 0.0
@@ -112,6 +119,35 @@ def cutmix(image: np.ndarray, mask: np.ndarray, other: Pair, rng: np.random.Gene
     return image, mask
 
 
+def glass_edge(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, frac: tuple[float, float]
+) -> Pair:
+    """The crop beyond a ragged line (any direction) turned into glass, ``frac`` of its area: the
+    edge of a biopsy or a section. The line wobbles (three random waves along it) and blends
+    into the glass over two pixels; the glass is a faintly tinted white with sensor noise. The
+    mask is cleared wherever the glass covers more than half a pixel (a uint8 mask's ignore
+    value too: there is nothing under the glass to ignore)."""
+    h, w = mask.shape
+    theta = rng.uniform(0.0, 2.0 * math.pi)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    across = xx * math.cos(theta) + yy * math.sin(theta)
+    along = -xx * math.sin(theta) + yy * math.cos(theta)
+    side = float(min(h, w))
+    for _ in range(3):
+        period = rng.uniform(0.2, 1.0) * side
+        amp = rng.uniform(0.0, 0.03) * side
+        across += np.float32(amp) * np.sin(along * np.float32(2.0 * math.pi / period)
+                                           + np.float32(rng.uniform(0.0, 2.0 * math.pi)))  # fmt: skip
+    edge = np.quantile(across, 1.0 - rng.uniform(*frac))
+    alpha = np.clip((across - np.float32(edge)) / 2.0 + 0.5, 0.0, 1.0)[..., None]
+    tint = rng.uniform(226.0, 246.0) + rng.uniform(-4.0, 4.0, 3)
+    glass = tint.astype(np.float32) + rng.normal(0.0, 1.5, image.shape).astype(np.float32)
+    out = image.astype(np.float32) * (1.0 - alpha) + glass * alpha
+    image = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    mask = np.where(alpha[..., 0] > 0.5, 0, mask).astype(mask.dtype)
+    return image, mask
+
+
 # ---------------------------------------------------------------------------- colour (image only)
 
 
@@ -132,6 +168,13 @@ def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
     """Scale every channel's deviation from its mean by ``factor``."""
     mean = np.array(cv2.mean(image)[:3], np.float32)
     return cv2.LUT(image, _lut3((_LEVELS - mean) * np.float32(factor) + mean))
+
+
+def scanner_response(image: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+    """Each channel through its own gamma (255·(v/255)^γ): another scanner's colour response,
+    which multiplies each channel's optical density, glass included, by its γ."""
+    table = 255.0 * (_LEVELS / 255.0) ** gamma.astype(np.float32)[None, :]
+    return cv2.LUT(image, _lut3(np.rint(table)))
 
 
 def adjust_hsv(image: np.ndarray, hue: float, saturation: float, value: float) -> np.ndarray:
@@ -240,6 +283,10 @@ def augment(
         image = thickness_adapt(image, organ, pixel_size, cfg.thickness_alpha)
     if cfg.density and rng.random() < cfg.density:
         image = scale_density(image, math.exp(rng.uniform(*np.log(cfg.density_range))))
+    if cfg.glass and rng.random() < cfg.glass:
+        image, mask = glass_edge(image, mask, rng, cfg.glass_range)
+    if cfg.scanner and rng.random() < cfg.scanner:
+        image = scanner_response(image, 1.0 + rng.uniform(-cfg.scanner_gamma, cfg.scanner_gamma, 3))
     if cfg.hed and rng.random() < cfg.hed:
         scale = 1.0 + rng.uniform(-cfg.hed_sigma, cfg.hed_sigma, 3)
         image = hed_jitter(image, scale, rng.uniform(-cfg.hed_bias, cfg.hed_bias, 3))
