@@ -37,11 +37,14 @@ from ftuseg.domain.augment import (
     adjust_contrast,
     adjust_hsv,
     cutout,
+    glass_edge,
     hed_jitter,
     random_dihedral,
     rotate_scale,
+    scanner_response,
     thickness_adapt,
 )
+from ftuseg.domain.optics import scale_density
 from ftuseg.models import build_model
 from ftuseg.train.datasets import CropDataset
 
@@ -78,6 +81,9 @@ def time_transforms(image: np.ndarray, mask: np.ndarray, repeats: int = 20) -> d
         "contrast": lambda: adjust_contrast(image, 1.2),
         "noise": lambda: add_noise(image, 0.1, rng),
         "cutout": lambda: cutout(image, mask, rng, (0.2, 0.5)),
+        "density": lambda: scale_density(image, 0.3),
+        "glass": lambda: glass_edge(image, mask, rng, (0.1, 0.5)),
+        "scanner": lambda: scanner_response(image, np.array([0.92, 1.0, 1.07])),
     }
     result = {}
     for name, fn in cases.items():
