@@ -24,13 +24,11 @@ from pathlib import Path
 
 import yaml
 
+from ftuseg.core.cpu import CONTRARY_ENVIRONMENT
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"metrics/stain.json", "metrics/kernel.json"}
-HOSTILE = {
-    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "3", "OPENBLAS_CORETYPE": "Prescott",
-    "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "OPENCV_IPP": "sse42",
-    "NPY_ENABLE_CPU_FEATURES": "X86_V2", "MKL_CBWR": "COMPATIBLE",
-}  # fmt: skip
+HOSTILE = CONTRARY_ENVIRONMENT
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], cpus: set[int] | None = None) -> str:

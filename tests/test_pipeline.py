@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from ftuseg.core import rle
+from ftuseg.core.cpu import CONTRARY_ENVIRONMENT
 from ftuseg.core.organs import ORGANS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,13 +237,8 @@ def test_submission_covers_the_test_set_and_is_scored(repo, first_run):
     assert per_image["dice"].to_numpy() == pytest.approx(dices, abs=1e-5)
 
 
-# An environment that asks every library for other code paths and thread counts: the CPU pin
-# (ftuseg.core.cpu, params `cpu`) overrides all of it in every stage process.
-HOSTILE_ENV = {
-    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "3", "OPENBLAS_CORETYPE": "Prescott",
-    "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "OPENCV_IPP": "sse42",
-    "NPY_ENABLE_CPU_FEATURES": "X86_V2", "MKL_CBWR": "COMPATIBLE",
-}  # fmt: skip
+# The CPU pin (ftuseg.core.cpu, params `cpu`) overrides all of it in every stage process.
+HOSTILE_ENV = CONTRARY_ENVIRONMENT
 
 
 def lock_outs(repo: Path) -> dict[str, str]:

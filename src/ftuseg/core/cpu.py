@@ -44,6 +44,14 @@ THREAD_VARIABLES = (
     "OPENBLAS_NUM_THREADS",
     "OPENCV_FOR_THREADS_NUM",  # OpenCV's own parallel_for pool
 )
+# An environment asking every library above for other code paths and thread counts: what a
+# pinned process must be immune to (the determinism test and research/portability.py run a
+# second pipeline under it and compare bytes).
+CONTRARY_ENVIRONMENT = {
+    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "3", "OPENBLAS_CORETYPE": "Prescott",
+    "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "OPENCV_IPP": "sse42",
+    "NPY_ENABLE_CPU_FEATURES": "X86_V2", "MKL_CBWR": "COMPATIBLE",
+}  # fmt: skip
 PINNED = "FTUSEG_CPU_PINNED"  # "<level>:<threads>", set once the environment is pinned
 
 
