@@ -92,3 +92,16 @@ def test_test_time_variants_are_listed_after_their_method_without_an_oof(tmp_pat
     assert adapted["oof"] is None and adapted["lab_b"][0] == pytest.approx(0.45)
     assert adapted["lab_b_vs_base"][0] == pytest.approx(0.45 - (-0.05))  # base: 0.0 and -0.1
     assert "adapt_norm: 1" in adapted["about"]
+
+
+def test_every_method_starts_with_another_labs_augmentations_off():
+    """A method names the same settings whatever the profile holds: PLAIN first, the method's
+    own values replace it key by key, and no key is given twice (Hydra would take either)."""
+    for method in kidney_study.METHODS:
+        sets = kidney_study.overrides(method)
+        keys = [s.split("=", 1)[0] for s in sets]
+        assert len(keys) == len(set(keys)), method
+    assert "augment.glass=0" in kidney_study.overrides("scale")
+    lab = kidney_study.overrides("lab-t05")
+    assert {"augment.glass=0.5", "augment.density_range=[0.1,1.5]"} <= set(lab)
+    assert "ensemble.thresholds=[0.5]" in lab and "augment.glass=0" not in lab
