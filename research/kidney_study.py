@@ -76,9 +76,12 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     "lab": (
         (*DENSITY_WIDE, *BIOPSY),
         "+ density-wide, biopsy edges with glass (`augment.glass`) and another scanner's "
-        "colour response (`augment.scanner`): the `kidney-real` profile now",
+        "colour response (`augment.scanner`)",
     ),
-    "lab-t05": ((*DENSITY_WIDE, *BIOPSY, *UNTUNED), "`lab` at threshold 0.5 (not tuned on OOF)"),
+    "lab-t05": (
+        (*DENSITY_WIDE, *BIOPSY, *UNTUNED),
+        "`lab` at threshold 0.5 (not tuned on OOF): the `kidney-real` profile now",
+    ),
     "od": (OD, "+ per-image optical-density standardisation to the PAS reference (train, test)"),
     "density-od": ((*DENSITY, *OD), "+ both"),
     "colour": (COLOUR, "+ the default preset's colour jitter (HSV, HED, contrast, noise)"),
