@@ -28,7 +28,6 @@ from ftuseg.core.cpu import CONTRARY_ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"metrics/stain.json", "metrics/kernel.json"}
-HOSTILE = CONTRARY_ENVIRONMENT
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], cpus: set[int] | None = None) -> str:
@@ -82,7 +81,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="ftuseg-portability-") as tmp:
         for k, (level, n, hostile) in enumerate(runs):
-            env = {**base, **(HOSTILE if hostile else {})}
+            env = {**base, **(CONTRARY_ENVIRONMENT if hostile else {})}
             repo = project_copy(Path(tmp) / f"run{k}", env, level)
             name = f"{level}, {n} core(s){', hostile environment' if hostile else ''}"
             print(f"[{k + 1}/{len(runs)}] {name} ...", flush=True)

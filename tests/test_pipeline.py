@@ -237,10 +237,6 @@ def test_submission_covers_the_test_set_and_is_scored(repo, first_run):
     assert per_image["dice"].to_numpy() == pytest.approx(dices, abs=1e-5)
 
 
-# The CPU pin (ftuseg.core.cpu, params `cpu`) overrides all of it in every stage process.
-HOSTILE_ENV = CONTRARY_ENVIRONMENT
-
-
 def lock_outs(repo: Path) -> dict[str, str]:
     """Output path -> md5 of every stage in dvc.lock."""
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
@@ -259,7 +255,7 @@ def test_two_runs_from_scratch_give_identical_results(first_lock, first_outputs,
     not the inference stages after them, for CI time. (All 31 outputs, one core against two:
     research/portability.py, which takes longer than CI should.)"""
     other = make_repo(tmp_path / "again")
-    dvc("repro", "train@unet-1", "train@segformer-0", cwd=other, env=HOSTILE_ENV)
+    dvc("repro", "train@unet-1", "train@segformer-0", cwd=other, env=CONTRARY_ENVIRONMENT)
     # the data stages' outputs (models/ and checkpoints/ hold each repo's weights-file path)
     theirs = {k: v for k, v in lock_outs(other).items() if k.startswith("data/")}
     assert len(theirs) == 5 and {k: first_lock[k] for k in theirs} == theirs, theirs
