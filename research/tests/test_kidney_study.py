@@ -105,3 +105,6 @@ def test_every_method_starts_with_another_labs_augmentations_off():
     lab = kidney_study.overrides("lab-t05")
     assert {"augment.glass=0.5", "augment.density_range=[0.1,1.5]"} <= set(lab)
     assert "ensemble.thresholds=[0.5]" in lab and "augment.glass=0" not in lab
+    assert "train.epochs=8" in lab and "profile=kidney-real" in lab
+    full = kidney_study.overrides("lab-t05-full")
+    assert "train.epochs=25" in full and "train.epochs=8" not in full
