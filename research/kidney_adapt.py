@@ -20,6 +20,7 @@ import argparse
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -107,7 +108,7 @@ def main() -> None:
         archive.add({adapted: rev}, lambda _rev, path, t=table: t if path == RESULT_FILES["test"]
                     else None)  # fmt: skip
         archive.save()
-    subprocess.run(["python", str(ROOT / "research" / "kidney_study.py"), "--report"],
+    subprocess.run([sys.executable, str(ROOT / "research" / "kidney_study.py"), "--report"],
                    check=True, capture_output=True)  # fmt: skip
 
 
