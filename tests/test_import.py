@@ -16,6 +16,7 @@ from ftuseg.cli import app
 from ftuseg.core import rle
 from ftuseg.core.errors import DataError
 from ftuseg.core.metrics import dice
+from ftuseg.core.params import write_params
 from ftuseg.data.annotations import mask_to_polygons, rasterise, read_geojson, write_geojson
 from ftuseg.data.contract import read_image, read_metadata
 from ftuseg.data.importer import ImportDefaults, import_dataset
@@ -193,6 +194,7 @@ def test_cli_import_exit_codes(tmp_path):
     ok = CliRunner().invoke(app, [*args, str(tmp_path / "out"), *opts])
     assert ok.exit_code == 0, ok.output
     assert "1 images imported (kidney 1)" in ok.output
+    assert f"dvc exp run -S profile=own-data -S data.raw_dir={tmp_path / 'out'}" in ok.output
     bad = CliRunner().invoke(app, [*args, str(tmp_path / "out2"), "--organ", "kidney"])
     assert bad.exit_code != 0 and not (tmp_path / "out2").exists()
 
@@ -291,3 +293,18 @@ def test_cli_numbers_are_checked_where_they_are_parsed(tmp_path, option, value):
     opts = {"--organ": "kidney", "--pixel-size": "0.5", "--thickness": "4", option: value}
     result = CliRunner().invoke(app, [*args, *(x for kv in opts.items() for x in kv)])
     assert result.exit_code == 2 and "must be > 0" in result.output, result.output
+
+
+def test_the_profile_the_import_names_trains_on_the_tiles_as_they_are(tmp_path):
+    """Own tiles are in the stain they will be predicted in: no HPA recolouring, no stain copies,
+    another lab's augmentations and an untuned threshold; kidney-real is the same recipe on the
+    bundled tiles."""
+    own = write_params(["profile=own-data", f"data.raw_dir={tmp_path}"], out=tmp_path / "o.yaml")
+    assert own["data"]["raw_dir"] == str(tmp_path)
+    assert own["stain"]["augment"]["copies"] == 0 and own["train"]["stain_copy_prob"] == 0.0
+    assert own["stain"]["normalize"]["method"] == "none"
+    assert own["augment"]["density"] > 0 and own["augment"]["glass"] > 0
+    assert own["ensemble"]["thresholds"] == [0.5]
+    kidney = write_params(["profile=kidney-real"], out=tmp_path / "k.yaml")
+    assert kidney["sample"]["train_source"] == "kidney_pas"
+    assert {**kidney, "sample": own["sample"], "data": own["data"]} == own

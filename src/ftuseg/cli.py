@@ -134,6 +134,9 @@ def import_data(
     )
     organs = ", ".join(f"{o} {n}" for o, n in table["organ"].value_counts().items())
     typer.echo(f"{out}: {len(table)} images imported ({organs})")
+    # Own tiles are already in the stain they will be predicted in: the own-data profile skips
+    # the default preset's HPA recolouring (docs/own-data.md says why, with the measures).
+    typer.echo(f"train on them: dvc exp run -S profile=own-data -S data.raw_dir={out}")
 
 
 @app.command()
