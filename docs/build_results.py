@@ -197,9 +197,22 @@ def shipped_section() -> str:
         f"From `src/ftuseg/assets/models/kidney/card.json` (profile `kidney-real`, fold {card['fold']}"
         f", fp16): held-out test Dice {interval(card, 'test_dice')} over {card['test_tiles']} real "
         f"PAS tiles; OOF Dice of the run {dice(card['oof_dice'])}, cross-fitted ensemble "
-        f"{dice(card['oof_cross_fitted'])}; {card['wall_minutes']:.0f} min on 2 CPU cores. Model "
-        "card: [MODEL_CARD.md](../src/ftuseg/assets/models/kidney/MODEL_CARD.md).",
+        f"{dice(card['oof_cross_fitted'])}; {card['wall_minutes']:.0f} min on 2 CPU cores."
+        f"{second_lab(card)} Model card: "
+        "[MODEL_CARD.md](../src/ftuseg/assets/models/kidney/MODEL_CARD.md).",
     ])  # fmt: skip
+
+
+def second_lab(card: dict) -> str:
+    """The card's second-lab proxy sentence (empty for a card without one)."""
+    if "second_lab_dice" not in card:
+        return ""
+    hold = card["second_lab_hold"]
+    return (
+        f" A second lab (the kidney study's proxy): {interval(card, 'second_lab_dice')} over "
+        f"{card['second_lab_tiles']} tiles; it keeps {hold[0]:.2f} [{hold[1]:.2f}, {hold[2]:.2f}] "
+        "of its Dice on the same tiles as their lab made them."
+    )
 
 
 def estimate_line() -> str:
