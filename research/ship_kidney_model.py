@@ -176,7 +176,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.exp:
             run, commit = from_experiment(args.exp, Path(tmp) / "run")
-            trained_on = f"the kidney study's import of the 90 training tiles (`{args.exp}`)"
+            trained_on = f"the kidney study's import of the bundle's split (`{args.exp}`)"
         else:
             run = args.run.resolve()
             commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=run, capture_output=True,
@@ -218,8 +218,8 @@ def model_card(f: dict, params: dict) -> str:
         ("scale", f"predicts at {f['um_per_px']} µm/px; any input is resampled from its µm/px "
                   "(give `--pixel-size` or metadata)"),
         ("threshold", threshold),
-        ("training data", "90 real HuBMAP PAS kidney tiles (Vanderbilt, MIT / HuBMAP open data; "
-                          f"the split of `ftuseg/assets/kidney_pas/tiles.csv`): {f['trained_on']}"),
+        ("training data", "90 real HuBMAP PAS kidney tiles (Vanderbilt, MIT / HuBMAP open "
+                          f"data): {f['trained_on']}"),
         ("recipe", f"profile `kidney-real`: {t['epochs']} epochs, {t['crop_size']}² crops, "
                    f"{t['samples_per_image']} crops per image and epoch, batch {t['batch_size']}, "
                    f"lr {t['lr']}, 2 folds"),
@@ -239,9 +239,8 @@ def model_card(f: dict, params: dict) -> str:
         rows.append(("a second lab (proxy)", (
             f"{f['second_lab_dice']:.3f} [{f['second_lab_dice_lo95']:.3f}, "
             f"{f['second_lab_dice_hi95']:.3f}] on {f['second_lab_tiles']} held-out tiles as "
-            "`research/kidney_lab.py` renders another lab's biopsies (lighter, thinner, another "
-            f"scanner, glass); the same tiles as their lab made them {f['second_lab_same_dice']:.3f}"
-            f": it keeps {hold[0]:.2f} [{hold[1]:.2f}, {hold[2]:.2f}] of its Dice"
+            f"another lab would make them (`research/kidney_lab.py`); keeps {hold[0]:.2f} "
+            f"[{hold[1]:.2f}, {hold[2]:.2f}] of its Dice on them"
         )))  # fmt: skip
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"""# Model card: kidney glomerulus segmenter (shipped)

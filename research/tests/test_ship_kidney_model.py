@@ -49,4 +49,4 @@ def test_the_card_says_how_the_threshold_was_chosen_and_what_another_lab_keeps()
            "second_lab_hold": [0.8, 0.7, 0.9]}  # fmt: skip
     card = ship.model_card({**FACTS, **lab}, PARAMS)
     assert "a second lab (proxy) | 0.500 [0.400, 0.600]" in card
-    assert "keeps 0.80 [0.70, 0.90]" in card
+    assert "keeps 0.80 [0.70, 0.90] of its Dice" in card
