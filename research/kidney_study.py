@@ -211,15 +211,24 @@ def rounded(stat: tuple[float, ...]) -> list[float]:
     return [round(v, 4) for v in stat]
 
 
+def by_lab(dice: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Per-tile Dice of the study's test set split into the same lab's tiles and the second
+    lab's, the latter indexed by the tile it was rendered from and in the same order (NaN where
+    a tile has no rendition)."""
+    second = dice.index.str.startswith(LAB_B)
+    same, lab_b = dice[~second], dice[second]
+    return same, lab_b.set_axis(lab_b.index.str.removeprefix(LAB_B)).reindex(same.index)
+
+
 def method_row(
     archive: RunArchive, method: str, base: pd.Series | None, base_same: pd.Series | None = None
 ) -> dict | None:
     test = per_image(archive, method, "test")
     if test is None:
         return None
-    same = test[~test.index.str.startswith(LAB_B)].sort_index()
-    lab_b = test[test.index.str.startswith(LAB_B)]
-    lab_b = lab_b.set_axis(lab_b.index.str.removeprefix(LAB_B)).reindex(same.index)
+    same, lab_b = by_lab(test)
+    same = same.sort_index()
+    lab_b = lab_b.reindex(same.index)
     if lab_b.isna().any():
         raise ValueError(f"{method}: no second-lab Dice for {lab_b.index[lab_b.isna()].tolist()}")
     oof = per_image(archive, method, "oof")
@@ -263,9 +272,7 @@ def report(check: bool = False) -> dict:
     base_test = per_image(archive, BASELINE, "test")
     base = base_same = None
     if base_test is not None:
-        b = base_test[base_test.index.str.startswith(LAB_B)]
-        base = b.set_axis(b.index.str.removeprefix(LAB_B))
-        base_same = base_test[~base_test.index.str.startswith(LAB_B)]
+        base_same, base = by_lab(base_test)
     rows = [r for m in methods_in(archive) if (r := method_row(archive, m, base, base_same))]
     result = {"budget": list(BUDGET), "plain": list(PLAIN), "baseline": BASELINE, "rows": rows}
     texts = {".json": json.dumps(result, indent=2) + "\n", ".md": markdown(rows)}

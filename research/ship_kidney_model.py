@@ -31,7 +31,7 @@ import yaml
 from experiments import named_runs, show_at
 from glas_gap import bootstrap
 from kidney_adapt import CACHE, fold_models
-from kidney_study import LAB_B
+from kidney_study import LAB_B, by_lab
 
 from ftuseg.core.metrics import bootstrap_interval, dice
 from ftuseg.core.utils import write_json
@@ -83,10 +83,7 @@ def bundled_test(out: Path) -> Path:
 def second_lab(bundle: Path, data: Path) -> dict:
     """The bundle on the kidney study's test set: each second-lab proxy tile and the same tile as
     its lab made it; mean Dice with intervals, and the hold (paired ratio)."""
-    table = score(bundle, data).set_index("id")["dice"]
-    lab_b = table[table.index.str.startswith(LAB_B)]
-    same = table[~table.index.str.startswith(LAB_B)]
-    lab_b = lab_b.set_axis(lab_b.index.str.removeprefix(LAB_B)).reindex(same.index)
+    same, lab_b = by_lab(score(bundle, data).set_index("id")["dice"])
     if lab_b.isna().any() or same.empty:
         raise SystemExit(f"{data}: every tile needs its {LAB_B} rendition (kidney_study.py)")
     point, low, high = bootstrap(lab_b.to_numpy())
