@@ -64,6 +64,8 @@ BIOPSY = ("augment.glass=0.5", "augment.scanner=0.8")
 UNTUNED = ("ensemble.thresholds=[0.5]",)
 # The profile's own budget (25 epochs of 8 crops per tile): does the hold survive more training?
 FULL = ("train.epochs=25", "train.samples_per_image=8")
+# Twice the resolution: a glomerulus's outline drawn with pixels half as wide.
+FINE = ("prepare.um_per_px=2.0",)
 OD = ("stain.normalize.method=od", "stain.normalize.reference=pas")
 # The default preset's colour jitter (conf/config.yaml's augment values): hue, saturation,
 # value, HED stain amounts, contrast, noise.
@@ -89,6 +91,10 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         "`lab-t05` at the profile's full budget (25 epochs × 8 crops per tile): the "
         "`kidney-real` profile as shipped",
     ),
+    "lab-t05-full-2um": (
+        (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *FULL, *FINE),
+        "`lab-t05-full` at 2 µm/px (glomeruli ≈ 100 px across instead of 50)",
+    ),
     "od": (OD, "+ per-image optical-density standardisation to the PAS reference (train, test)"),
     "density-od": ((*DENSITY, *OD), "+ both"),
     "colour": (COLOUR, "+ the default preset's colour jitter (HSV, HED, contrast, noise)"),
@@ -109,11 +115,16 @@ RESULT_FILES = {"test": "metrics/test_per_image.csv", "oof": "metrics/plots/oof_
 TABLE = ROOT / "research" / "results" / "kidney_crosslab"
 
 
-def overrides(method: str) -> list[str]:
-    """BUDGET, PLAIN, then the method's own settings: a key set twice keeps the later value, and
-    is passed once (Hydra would take either)."""
-    merged = dict(o.split("=", 1) for o in (*BUDGET, *PLAIN, *METHODS[method][0]))
+def merged_overrides(*groups: tuple[str, ...]) -> list[str]:
+    """``key=value`` overrides in order: a key set twice keeps the later value, and is passed
+    once (Hydra would take either)."""
+    merged = dict(o.split("=", 1) for group in groups for o in group)
     return [f"{k}={v}" for k, v in merged.items()]
+
+
+def overrides(method: str) -> list[str]:
+    """BUDGET, PLAIN, then the method's own settings."""
+    return merged_overrides(BUDGET, PLAIN, METHODS[method][0])
 
 
 def exp_name(method: str, seed: int) -> str:
