@@ -35,8 +35,12 @@ lint: setup  ## ruff: lint and format check
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
+# Two pytest-xdist workers, each taking whole files (a module's fixtures, such as the e2e
+# repository, are built once), the longest files first (tests/conftest.py).
+TEST_WORKERS ?= 2
+
 test: lint  ## what CI runs: lint, then every test (unit, slow, end-to-end, research)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: lint  ## the inner loop: every test but the slow and end-to-end ones
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not e2e and not slow" --durations=5
