@@ -51,15 +51,23 @@ STAINS = ("hpa", "pas")
 DEFAULT_THRESHOLDS = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["ensemble"][
     "thresholds"
 ]
+THRESHOLDS = f"ensemble.thresholds=[{','.join(str(t) for t in DEFAULT_THRESHOLDS)}]"
+COPIES = ("stain.augment.copies=4", THRESHOLDS)
+# Every method runs on both datasets: its gap ratio divides by the same recipe on real PAS. The
+# two alternatives are the GlaS study's recipe candidates (research/glas_domain.py).
 METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     "default": (
-        (
-            "domain=all",
-            "stain.augment.copies=4",
-            f"ensemble.thresholds=[{','.join(str(t) for t in DEFAULT_THRESHOLDS)}]",
-        ),
+        ("domain=all", *COPIES),
         "the default preset (recoloured H&E/PAS copies, full augmentation, OOF-tuned threshold)",
-    ),  # fmt: skip
+    ),
+    "lean-scale": (
+        ("domain=scale", *COPIES, "train.stain_copy_prob=0.5"),
+        "the recoloured copies and scale handling (zoom, thickness adaptation) only",
+    ),
+    "nocut": (
+        ("domain=all", *COPIES, "augment.cutmix=0", "augment.cutout=0"),
+        "the default without cut-mix and cut-out",
+    ),
 }
 ARCHIVE = ROOT / "research" / "results" / "kidney_gap_runs.csv"
 RESULT_FILES = {"test": "metrics/test_per_image.csv", "oof": "metrics/plots/oof_per_image.csv"}

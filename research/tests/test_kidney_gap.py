@@ -132,15 +132,15 @@ def test_unequal_seeds_on_the_two_sides_are_an_error(tmp_path, monkeypatch):
         kidney_gap.report()
 
 
-def test_every_run_is_the_default_preset_at_the_study_budget_with_no_key_twice():
-    sets = kidney_study.merged_overrides(
-        kidney_study.BUDGET, kidney_study.PLAIN, kidney_gap.METHODS["default"][0]
-    )
-    keys = [s.split("=", 1)[0] for s in sets]
-    assert len(keys) == len(set(keys))
-    assert {"domain=all", "stain.augment.copies=4", "augment.glass=0"} <= set(sets)
-    thresholds = next(s for s in sets if s.startswith("ensemble.thresholds="))
-    assert thresholds.count(",") >= 10  # the default grid, not the profile's 0.5 alone
+def test_every_method_is_a_recipe_at_the_study_budget_with_no_key_twice():
+    for method, (own, _) in kidney_gap.METHODS.items():
+        sets = kidney_study.merged_overrides(kidney_study.BUDGET, kidney_study.PLAIN, own)
+        keys = [s.split("=", 1)[0] for s in sets]
+        assert len(keys) == len(set(keys)), method
+        assert {"stain.augment.copies=4", "augment.glass=0"} <= set(sets), method
+        thresholds = next(s for s in sets if s.startswith("ensemble.thresholds="))
+        assert thresholds.count(",") >= 10  # the default grid, not the profile's 0.5 alone
+    assert "domain=all" in kidney_gap.METHODS["default"][0]
     assert kidney_gap.draw_key("train_106") == "106"
     with pytest.raises(ValueError, match="no tile number"):
         kidney_gap.draw_key("tile")
