@@ -121,15 +121,26 @@ def test_report_splits_the_gap_into_ceiling_and_transfer(tmp_path, monkeypatch):
     assert sum(v["images"] for v in row["ceiling_by_pattern"].values()) == 2
     assert json.loads((tmp_path / "table.json").read_text())["rows"] == [row]
     assert "| `default` | 2 |" in (tmp_path / "table.md").read_text()
+    assert row["vs_default"] is None
 
 
-def test_unequal_seeds_on_the_two_sides_are_an_error(tmp_path, monkeypatch):
-    fake_archive(tmp_path / "runs.csv", {"kgap-hpa-default-s0": 0.5, "kgap-hpa-default-s1": 0.4,
+def test_another_recipe_is_compared_with_the_default_tile_by_tile(tmp_path, monkeypatch):
+    fake_archive(tmp_path / "runs.csv", {"kgap-hpa-default-s0": 0.5, "kgap-pas-default-s0": 0.8,
+                                         "kgap-hpa-nocut-s0": 0.6, "kgap-pas-nocut-s0": 0.8})  # fmt: skip
+    monkeypatch.setattr(kidney_gap, "ARCHIVE", tmp_path / "runs.csv")
+    monkeypatch.setattr(kidney_gap, "TABLE", tmp_path / "table")
+    rows = {r["method"]: r for r in kidney_gap.report()["rows"]}
+    assert set(rows) == {"default", "nocut"}
+    assert rows["nocut"]["vs_default"] == pytest.approx([0.1, 0.1, 0.1], abs=1e-6)
+
+
+def test_a_seed_run_on_one_dataset_only_is_left_out(tmp_path, monkeypatch):
+    fake_archive(tmp_path / "runs.csv", {"kgap-hpa-default-s0": 0.5, "kgap-hpa-default-s1": 0.3,
                                          "kgap-pas-default-s0": 0.8})  # fmt: skip
     monkeypatch.setattr(kidney_gap, "ARCHIVE", tmp_path / "runs.csv")
     monkeypatch.setattr(kidney_gap, "TABLE", tmp_path / "table")
-    with pytest.raises(ValueError, match="unequal seeds"):
-        kidney_gap.report()
+    (row,) = kidney_gap.report()["rows"]
+    assert row["seeds"] == 1 and row["cross_stain"][0] == pytest.approx((0.5 + 0.4) / 2)
 
 
 def test_every_method_is_a_recipe_at_the_study_budget_with_no_key_twice():
