@@ -15,6 +15,19 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def merged(*groups: tuple[str, ...]) -> list[str]:
+    """``key=value`` overrides in order, a later group's value replacing an earlier one's for the
+    same key (a method's budget over the study's), so no key is passed twice (Hydra would take
+    either)."""
+    out: dict[str, str] = {}
+    for group in groups:
+        for item in group:
+            key = item.split("=", 1)[0]
+            out.pop(key, None)
+            out[key] = item
+    return list(out.values())
+
+
 def dvc(*args: str) -> str:
     return subprocess.run(
         [sys.executable, "-m", "dvc", *args], cwd=ROOT, check=True, capture_output=True, text=True

@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tifffile
-from experiments import ROOT, RunArchive, archived, dvc
+from experiments import ROOT, RunArchive, archived, dvc, merged
 from glas_gap import bootstrap, ceiling_by_group, decompose
 from glas_render import DIFFICULTIES, PATTERNS, degrade_he, draws, render_hpa
 
@@ -371,18 +371,6 @@ RESULT_FILES = {"test": "metrics/test_per_image.csv", "oof": "metrics/plots/oof_
 def finished() -> RunArchive:
     """The archive of finished runs, with this clone's finished ``glas-`` experiments added."""
     return archived(ARCHIVE, RESULT_FILES, "glas-")
-
-
-def merged(*groups: tuple[str, ...]) -> list[str]:
-    """``key=value`` overrides in order, a later group's value replacing an earlier one's for the
-    same key (a method's budget over COMMON's), so no key is passed twice."""
-    out: dict[str, str] = {}
-    for group in groups:
-        for item in group:
-            key = item.split("=", 1)[0]
-            out.pop(key, None)
-            out[key] = item
-    return list(out.values())
 
 
 def run_missing(

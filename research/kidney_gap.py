@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 import tifffile
 import yaml
-from experiments import ROOT, RunArchive, archived, dvc
+from experiments import ROOT, RunArchive, archived, dvc, merged
 from glas_gap import BOOTSTRAP, bootstrap, ceiling_by_group
 from glas_render import degrade_he, draws, render_hpa
-from kidney_study import BUDGET, LAB_B, PLAIN, merged_overrides
+from kidney_study import BUDGET, LAB_B, PLAIN
 
 from ftuseg.core import rle
 
@@ -147,7 +147,7 @@ def run_missing(gap: Path, methods: list[str], seeds: int) -> None:
         sets = [
             f"data.raw_dir={(gap / st).resolve()}",
             f"train.seed={2022 + 100 * s}",
-            *merged_overrides(BUDGET, PLAIN, METHODS[m][0]),
+            *merged(BUDGET, PLAIN, METHODS[m][0]),
         ]
         started = time.perf_counter()
         print(f"[{k}/{len(todo)}] {name} ...", flush=True)

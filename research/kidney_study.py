@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 import tifffile
-from experiments import ROOT, RunArchive, archived, dvc
+from experiments import ROOT, RunArchive, archived, dvc, merged
 from glas_gap import bootstrap
 from kidney_lab import PIXEL_SIZE, THICKNESS, render_lab_b
 
@@ -115,16 +115,9 @@ RESULT_FILES = {"test": "metrics/test_per_image.csv", "oof": "metrics/plots/oof_
 TABLE = ROOT / "research" / "results" / "kidney_crosslab"
 
 
-def merged_overrides(*groups: tuple[str, ...]) -> list[str]:
-    """``key=value`` overrides in order: a key set twice keeps the later value, and is passed
-    once (Hydra would take either)."""
-    merged = dict(o.split("=", 1) for group in groups for o in group)
-    return [f"{k}={v}" for k, v in merged.items()]
-
-
 def overrides(method: str) -> list[str]:
     """BUDGET, PLAIN, then the method's own settings."""
-    return merged_overrides(BUDGET, PLAIN, METHODS[method][0])
+    return merged(BUDGET, PLAIN, METHODS[method][0])
 
 
 def exp_name(method: str, seed: int) -> str:

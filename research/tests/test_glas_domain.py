@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from glas_domain import COMMON, METHODS, baseline_of, exp_name, merged
+from experiments import merged
+from glas_domain import COMMON, METHODS, baseline_of, exp_name
 
 
 def test_each_variant_is_compared_with_the_default_at_its_own_budget() -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from experiments import RunArchive
+from experiments import RunArchive, merged
 from glas_render import HPA_GLASS_OD
 
 from ftuseg.core import rle
@@ -145,7 +145,7 @@ def test_a_seed_run_on_one_dataset_only_is_left_out(tmp_path, monkeypatch):
 
 def test_every_method_is_a_recipe_at_the_study_budget_with_no_key_twice():
     for method, (own, _) in kidney_gap.METHODS.items():
-        sets = kidney_study.merged_overrides(kidney_study.BUDGET, kidney_study.PLAIN, own)
+        sets = merged(kidney_study.BUDGET, kidney_study.PLAIN, own)
         keys = [s.split("=", 1)[0] for s in sets]
         assert len(keys) == len(set(keys)), method
         assert {"stain.augment.copies=4", "augment.glass=0"} <= set(sets), method
