@@ -1,4 +1,4 @@
-"""The archived GlaS tables rebuild byte for byte from the committed run archive."""
+"""The archived tables (GlaS, kidney) rebuild byte for byte from the committed run archives."""
 
 import subprocess
 import sys
@@ -17,6 +17,14 @@ def test_the_archived_tables_are_fresh():
 def test_the_kidney_study_tables_are_fresh():
     result = subprocess.run(
         [sys.executable, str(RESEARCH / "kidney_study.py"), "--check"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_the_kidney_gap_tables_are_fresh():
+    result = subprocess.run(
+        [sys.executable, str(RESEARCH / "kidney_gap.py"), "--check"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr + result.stdout
