@@ -175,3 +175,15 @@ def archived(
         archive.save()
         print(f"archived {len(added)} run(s) in {path.relative_to(ROOT)}", flush=True)
     return archive
+
+
+def write_tables(table: Path, result: dict, markdown: str, script: str, check: bool) -> None:
+    """``table``.json and .md of a study; with ``check``, write nothing and exit non-zero when
+    the committed ones differ (``script`` rebuilds them with ``--report``)."""
+    texts = {".json": json.dumps(result, indent=2) + "\n", ".md": markdown}
+    for suffix, text in texts.items():
+        path = table.with_suffix(suffix)
+        if not check:
+            path.write_text(text)
+        elif not path.is_file() or path.read_text() != text:
+            raise SystemExit(f"{path}: stale, rebuild with `python research/{script} --report`")

@@ -27,7 +27,6 @@ OOF on the real tiles); ceiling R = O / P, transfer τ = (C / T) / (O / P).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import time
@@ -37,10 +36,10 @@ import numpy as np
 import pandas as pd
 import tifffile
 import yaml
-from experiments import ROOT, RunArchive, archived, dvc, merged
+from experiments import ROOT, RunArchive, archived, dvc, merged, write_tables
 from glas_gap import BOOTSTRAP, bootstrap, ceiling_by_group
 from glas_render import degrade_he, draws, render_hpa
-from kidney_study import BUDGET, LAB_B, PLAIN
+from kidney_study import BUDGET, LAB_B, PLAIN, rounded
 
 from ftuseg.core import rle
 
@@ -200,10 +199,6 @@ def decompose(c: pd.Series, t: pd.Series, o: pd.Series, p: pd.Series) -> dict:
     }
 
 
-def rounded(stat: tuple[float, ...]) -> list[float]:
-    return [round(v, 4) for v in stat]
-
-
 def sides(archive: RunArchive, method: str) -> tuple[int, dict[str, pd.Series]] | None:
     """C, T, O, P per image (module docstring) over the seeds run on both datasets (a seed's
     HPA-trained side is read against its own same-stain side; an interrupted study leaves a
@@ -255,15 +250,7 @@ def report(check: bool = False) -> dict:
     rows = [r for m in METHODS if (r := method_row(archive, m, base_c))]
     result = {"budget": list(BUDGET), "plain": list(PLAIN), "difficulty": DIFFICULTY,
               "rows": rows}  # fmt: skip
-    texts = {".json": json.dumps(result, indent=2) + "\n", ".md": markdown(rows)}
-    for suffix, text in texts.items():
-        path = TABLE.with_suffix(suffix)
-        if not check:
-            path.write_text(text)
-        elif not path.is_file() or path.read_text() != text:
-            raise SystemExit(
-                f"{path}: stale, rebuild with `python research/kidney_gap.py --report`"
-            )
+    write_tables(TABLE, result, markdown(rows), "kidney_gap.py", check)
     return result
 
 

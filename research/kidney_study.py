@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 import tifffile
-from experiments import ROOT, RunArchive, archived, dvc, merged
+from experiments import ROOT, RunArchive, archived, dvc, merged, write_tables
 from glas_gap import bootstrap
 from kidney_lab import PIXEL_SIZE, THICKNESS, render_lab_b
 
@@ -279,15 +279,7 @@ def report(check: bool = False) -> dict:
         base_same, base = by_lab(base_test)
     rows = [r for m in methods_in(archive) if (r := method_row(archive, m, base, base_same))]
     result = {"budget": list(BUDGET), "plain": list(PLAIN), "baseline": BASELINE, "rows": rows}
-    texts = {".json": json.dumps(result, indent=2) + "\n", ".md": markdown(rows)}
-    for suffix, text in texts.items():
-        path = TABLE.with_suffix(suffix)
-        if not check:
-            path.write_text(text)
-        elif not path.is_file() or path.read_text() != text:
-            raise SystemExit(
-                f"{path}: stale, rebuild with `python research/kidney_study.py --report`"
-            )
+    write_tables(TABLE, result, markdown(rows), "kidney_study.py", check)
     return result
 
 

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 RESEARCH = Path(__file__).resolve().parents[1]
 
 
@@ -14,17 +16,9 @@ def test_the_archived_tables_are_fresh():
     assert result.returncode == 0, result.stderr + result.stdout
 
 
-def test_the_kidney_study_tables_are_fresh():
+@pytest.mark.parametrize("script", ["kidney_study.py", "kidney_gap.py"])
+def test_the_kidney_tables_are_fresh(script):
     result = subprocess.run(
-        [sys.executable, str(RESEARCH / "kidney_study.py"), "--check"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr + result.stdout
-
-
-def test_the_kidney_gap_tables_are_fresh():
-    result = subprocess.run(
-        [sys.executable, str(RESEARCH / "kidney_gap.py"), "--check"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [sys.executable, str(RESEARCH / script), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr + result.stdout
