@@ -9,6 +9,7 @@ One experiment per (variant, seed), all with the sample U-Net alone (`-S model=u
 - ``normalize``: + Vahadane normalisation to the H&E reference;
 - ``resample``: + the csv pixel sizes alone; ``scale``: the same with zoom and thickness;
 - ``all``: the default recipe (recoloured copies, full augmentation, physical scale);
+- ``lean``: the recoloured copies with scale handling only (no colour jitter, cut-mix, cut-out);
 - ``all-staintools``: the previous default (``all`` with the staintools copies);
 - ``all-od``: ``all`` with every image's optical density scaled to the H&E reference's
   (``stain.normalize.method=od``: section thickness), in training and at inference.
@@ -52,6 +53,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "scale": ("domain=scale",),
     "all": ("domain=all", "stain.augment.method=recolour"),
     "all-staintools": ("domain=all", "stain.augment.method=vahadane"),
+    "lean": ("domain=lean", "stain.augment.method=recolour"),
     "all-od": ("domain=all", "stain.augment.method=recolour", "stain.normalize.method=od"),
 }
 BOOTSTRAP = 10_000
