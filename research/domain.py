@@ -10,6 +10,7 @@ One experiment per (variant, seed), all with the sample U-Net alone (`-S model=u
 - ``resample``: + the csv pixel sizes alone; ``scale``: the same with zoom and thickness;
 - ``all``: the default recipe (recoloured copies, full augmentation, physical scale);
 - ``lean``: the recoloured copies with scale handling only (no colour jitter, cut-mix, cut-out);
+- ``nocut``: ``all`` without cut-mix and cut-out;
 - ``all-staintools``: the previous default (``all`` with the staintools copies);
 - ``all-od``: ``all`` with every image's optical density scaled to the H&E reference's
   (``stain.normalize.method=od``: section thickness), in training and at inference.
@@ -54,6 +55,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "all": ("domain=all", "stain.augment.method=recolour"),
     "all-staintools": ("domain=all", "stain.augment.method=vahadane"),
     "lean": ("domain=lean", "stain.augment.method=recolour"),
+    "nocut": ("domain=all", "stain.augment.method=recolour", "augment.cutmix=0", "augment.cutout=0"),
     "all-od": ("domain=all", "stain.augment.method=recolour", "stain.normalize.method=od"),
 }
 BOOTSTRAP = 10_000
