@@ -16,7 +16,8 @@ One experiment per (variant, seed), all with the sample U-Net alone (`-S model=u
   (``stain.normalize.method=od``: section thickness), in training and at inference.
 
 A seed sets ``train.seed`` and ``stain.augment.seed``. Prints the HuBMAP-like test Dice (the
-sample's 10 H&E/PAS images at the real HuBMAP pixel sizes) as the mean over seeds with a 95 %
+sample's test images: H&E/PAS at the real HuBMAP pixel sizes, 10 when ``results/domain.md`` was
+measured; 60 today, the 20 kidney ones real PAS tiles) as the mean over seeds with a 95 %
 bootstrap interval over images (each image's Dice averaged over the seeds first), the paired
 difference to the baseline, per organ, and the HPA OOF Dice (the ensemble stage's, at its tuned
 thresholds).
@@ -26,7 +27,7 @@ Every finished run's per-image Dice (HuBMAP-like test, HPA OOF) is archived in
 archive, so once runs are archived it rebuilds on a clone without the experiment refs, and a run
 already archived is not run again. The committed ``results/domain.md`` was measured before the
 archive existed and its runs are gone with the clone that made them: it is a record and does not
-rebuild (there is no ``domain_runs.csv`` yet).
+rebuild (its runs are not in ``domain_runs.csv``, which starts with the default's decision below).
 
     python research/domain.py --run [--variants all none] [--seeds 2022 2023 2024]
     python research/domain.py [--md research/results/domain.md]   # report finished runs
