@@ -51,6 +51,8 @@ docs: setup  ## regenerate docs/results.md from metrics/ and benchmarks/results/
 research-tables: setup  ## rebuild the research study's archived tables from its run archive
 	$(BIN)/python research/tables.py
 	$(BIN)/python research/kidney_study.py --report
+	$(BIN)/python research/kidney_gap.py --report
+	$(BIN)/python research/domain.py --report
 
 bench: setup  ## speed benchmarks against named baselines
 	$(BIN)/python benchmarks/rle.py

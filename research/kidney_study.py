@@ -67,7 +67,7 @@ FULL = ("train.epochs=25", "train.samples_per_image=8")
 # Twice the resolution: a glomerulus's outline drawn with pixels half as wide.
 FINE = ("prepare.um_per_px=2.0",)
 OD = ("stain.normalize.method=od", "stain.normalize.reference=pas")
-# The default preset's colour jitter (conf/config.yaml's augment values): hue, saturation,
+# The `all` preset's colour jitter (conf/config.yaml's augment values): hue, saturation,
 # value, HED stain amounts, contrast, noise.
 COLOUR = ("augment.hsv=0.5", "augment.hed=0.3", "augment.contrast=0.3", "augment.noise=0.2")
 METHODS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -97,15 +97,15 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "od": (OD, "+ per-image optical-density standardisation to the PAS reference (train, test)"),
     "density-od": ((*DENSITY, *OD), "+ both"),
-    "colour": (COLOUR, "+ the default preset's colour jitter (HSV, HED, contrast, noise)"),
+    "colour": (COLOUR, "+ the `all` preset's colour jitter (HSV, HED, contrast, noise)"),
     "density-colour": ((*DENSITY, *COLOUR), "+ stain-amount augmentation and colour jitter"),
     "all": (
         ("domain=all", "stain.augment.copies=4"),
-        "the default preset (recoloured H&E/PAS copies, full augmentation)",
+        "the `all` preset (recoloured H&E/PAS copies, full augmentation; the default until #31)",
     ),
     "all-density": (
         ("domain=all", "stain.augment.copies=4", *DENSITY),
-        "the default preset + stain-amount augmentation",
+        "the `all` preset + stain-amount augmentation",
     ),
     "none": (("domain=none",), "flips only, no scale handling"),
 }

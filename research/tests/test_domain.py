@@ -26,26 +26,28 @@ def archive_with(tmp_path: Path, runs: dict[str, list[float]]) -> RunArchive:
     return archive
 
 
-def test_decision_pairs_with_all_on_the_seeds_every_variant_finished(tmp_path: Path) -> None:
+def test_decision_pairs_with_all_on_the_seeds_both_finished(tmp_path: Path) -> None:
     base = [0.2, 0.4, 0.6, 0.8]
     runs = {}
     for seed in (1, 2):
-        runs[domain.exp_name("all", seed)] = base
-        runs[domain.exp_name("lean", seed)] = [0.5, 0.7, 0.6, 0.8]  # +0.3 on the kidney tiles
-        runs[domain.exp_name("nocut", seed)] = [d - 0.1 for d in base]
-    runs[domain.exp_name("lean", 3)] = [1.0] * 4  # seed 3 lacks `all` and `nocut`: left out
+        runs[domain.exp_name("all", seed)] = [d + 0.1 * (seed - 1) for d in base]
+        runs[domain.exp_name("lean", seed)] = [0.5, 0.7, 0.6, 0.8]
+    runs[domain.exp_name("nocut", 1)] = [d - 0.1 for d in base]  # seed 1 only: paired on it
+    runs[domain.exp_name("lean", 3)] = [1.0] * 4  # seed 3 lacks `all`: left out
     rows = {r["variant"]: r for r in domain.decision_rows(archive_with(tmp_path, runs), [1, 2, 3])}
-    assert [r["seeds"] for r in rows.values()] == [[1, 2]] * 3
-    assert rows["all"]["vs_all"] is None and rows["all"]["test"][0] == pytest.approx(0.5)
-    assert rows["lean"]["vs_all"][0] == pytest.approx(0.15)  # 0.3 on 2 of 4 images
-    assert rows["lean"]["real_kidney_vs_all"] == pytest.approx([0.3, 0.3, 0.3])
+    assert [r["seeds"] for r in rows.values()] == [[1, 2], [1, 2], [1]]
+    assert rows["all"]["vs_all"] is None and rows["all"]["test"][0] == pytest.approx(0.55)
+    # lean − all's mean over seeds 1 and 2: +0.25 on the kidney tiles, −0.05 on the others
+    assert rows["lean"]["vs_all"][0] == pytest.approx(0.1)
+    assert rows["lean"]["real_kidney_vs_all"] == pytest.approx([0.25, 0.25, 0.25])
     assert rows["lean"]["real_kidney"][0] == pytest.approx(0.6)
-    assert rows["nocut"]["vs_all"] == pytest.approx([-0.1, -0.1, -0.1])
+    assert rows["nocut"]["vs_all"] == pytest.approx([-0.1, -0.1, -0.1])  # not −0.15 (both seeds)
     assert rows["lean"]["per_organ"]["prostate"] == pytest.approx(0.6)
+    assert rows["lean"]["per_seed"] == [0.65, 0.65]
     assert rows["lean"]["oof"] == pytest.approx(0.7)
 
 
-def test_decision_without_a_common_seed_is_an_error(tmp_path: Path) -> None:
-    runs = {domain.exp_name("all", 1): [0.5] * 4, domain.exp_name("lean", 1): [0.5] * 4}
-    with pytest.raises(SystemExit, match="no seed"):
-        domain.decision_rows(archive_with(tmp_path, runs), [1])
+def test_decision_without_the_default_before_it_is_an_error(tmp_path: Path) -> None:
+    runs = {domain.exp_name("all", 1): [0.5] * 4, domain.exp_name("lean", 2): [0.5] * 4}
+    with pytest.raises(SystemExit, match="no all run"):
+        domain.decision_rows(archive_with(tmp_path, runs), [2])
