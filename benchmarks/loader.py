@@ -5,8 +5,10 @@ profile's 0.8 µm/px (1500² px), 768² crops as that profile draws them (memory
 FTU-centred with probability 0.5), in one process with one OpenCV thread: what one data-loader
 worker does. Reported:
 
-- ms per crop (mean, median, 95th percentile, max) with flips only and with the default recipe
-  (`augment` in conf/config.yaml), and crops per second per worker;
+- ms per crop (mean, median, 95th percentile, max) with flips only and with the "default recipe"
+  (`augment` in conf/config.yaml as it stands, i.e. the `all` preset's full recipe: an upper
+  bound, the default `lean` preset turns its colour transforms and cut-mix/cut-out off), and
+  crops per second per worker;
 - the cost of each transform alone on a 768² crop (probability 1);
 - the model's forward+backward time per crop measured in the same run on this CPU (the kaggle
   profile's U-Net, EfficientNet-B7, built without downloading weights), and how many workers a
