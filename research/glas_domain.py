@@ -84,7 +84,7 @@ class Method:
     baseline: str | None = None
 
 
-DEFAULT = "recolour"  # the pipeline's default configuration (conf/domain/all.yaml)
+DEFAULT = "recolour"  # the `all` preset (conf/domain/all.yaml), the pipeline's default until #31
 
 
 def paired(

@@ -58,7 +58,8 @@ DEFAULT = "default"
 METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     "default": (
         ("domain=all", *COPIES),
-        "the default preset (recoloured H&E/PAS copies, full augmentation, OOF-tuned threshold)",
+        "the `all` preset, the default until #31 (recoloured H&E/PAS copies, full augmentation, "
+        "OOF-tuned threshold)",
     ),
     "lean-scale": (
         ("domain=scale", *COPIES, "train.stain_copy_prob=0.5"),
