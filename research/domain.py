@@ -8,8 +8,9 @@ One experiment per (variant, seed), all with the sample U-Net alone (`-S model=u
 - ``recolour``: + the copies recoloured into H&E / PAS (``stain.augment.method=recolour``);
 - ``normalize``: + Vahadane normalisation to the H&E reference;
 - ``resample``: + the csv pixel sizes alone; ``scale``: the same with zoom and thickness;
-- ``all``: the default recipe (recoloured copies, full augmentation, physical scale);
-- ``lean``: the recoloured copies with scale handling only (no colour jitter, cut-mix, cut-out);
+- ``all``: the default before ``lean`` (recoloured copies, full augmentation, physical scale);
+- ``lean``: the default: the recoloured copies with scale handling only (no colour jitter,
+  cut-mix, cut-out);
 - ``nocut``: ``all`` without cut-mix and cut-out;
 - ``all-staintools``: the previous default (``all`` with the staintools copies);
 - ``all-od``: ``all`` with every image's optical density scaled to the H&E reference's
@@ -34,9 +35,10 @@ rebuild (its runs are not in ``domain_runs.csv``, which starts with the default'
 
 The default's decision at the sample budget (#31: the real-pixel studies ran at a fifth of it)
 compares the default before it, ``all``, with the two candidates of the real-pixel studies,
-``lean`` and ``nocut``, each paired image by image with ``all`` on the seeds both finished; the sample's
-kidney test images are 20 real HuBMAP PAS tiles (another lab's pixels than the synthetic HPA-like
-training images), so that column is also reported on its own. It rebuilds from the archive alone:
+``lean`` and ``nocut``, each paired image by image with ``all`` on the seeds both finished; the
+sample's kidney test images are 20 real HuBMAP PAS tiles (another lab's pixels than the
+synthetic HPA-like training images), so that column is also reported on its own. It rebuilds
+from the archive alone:
 
     python research/domain.py --run --variants all lean nocut   # then
     python research/domain.py --report    # results/domain_default.{md,json} (--check: compare)
@@ -174,7 +176,8 @@ def report(variants: list[str], seeds: list[int]) -> tuple[str, dict]:
 def seed_mean(archive: RunArchive, variant: str, seeds: list[int]) -> tuple[pd.Series, pd.Series]:
     """A variant's test Dice per image averaged over ``seeds``, and each image's organ."""
     tables = [archive.table(exp_name(variant, s), "test").set_index("id") for s in seeds]
-    return pd.concat([t["dice"] for t in tables], axis=1).mean(axis=1), tables[0]["organ"]
+    dice = pd.concat([t["dice"] for t in tables], axis=1).mean(axis=1)
+    return dice, tables[0]["organ"].reindex(dice.index)
 
 
 def decision_rows(archive: RunArchive, seeds: list[int]) -> list[dict]:
@@ -220,8 +223,8 @@ def decision_markdown(rows: list[dict]) -> str:
         "synthetic HPA-like training images). Test: the sample's 60 images, of which the 20 "
         "kidney ones are real HuBMAP PAS tiles and the rest HuBMAP-like renditions; each image's "
         "Dice averaged over the seeds, 95 % bootstrap intervals over images, differences paired "
-        "image by image against `all` (the default before `lean`). OOF: the ensemble stage's HPA-like "
-        "out-of-fold Dice at its tuned thresholds.", "",
+        "image by image against `all` (the default before `lean`). OOF: the ensemble stage's "
+        "HPA-like out-of-fold Dice at its tuned thresholds.", "",
         "| variant | seeds | test Dice | Δ vs `all` | real kidney | Δ real kidney | per seed | "
         + " | ".join(o[:6] for o in ORGANS) + " | OOF |",
         "|" + "---|" * (8 + len(ORGANS)),
