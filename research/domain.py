@@ -53,8 +53,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from experiments import ROOT, RunArchive, archived, dvc, write_tables
-from kidney_study import rounded
+from experiments import ROOT, RunArchive, archived, dvc, rounded, write_tables
 
 ORGANS = ("kidney", "prostate", "largeintestine", "spleen", "lung")
 BASELINE = "none"
@@ -173,11 +172,14 @@ def report(variants: list[str], seeds: list[int]) -> tuple[str, dict]:
     return "\n".join(lines), summary
 
 
-def seed_mean(archive: RunArchive, variant: str, seeds: list[int]) -> tuple[pd.Series, pd.Series]:
-    """A variant's test Dice per image averaged over ``seeds``, and each image's organ."""
+def seed_mean(
+    archive: RunArchive, variant: str, seeds: list[int]
+) -> tuple[pd.Series, pd.Series, list[float]]:
+    """A variant's test Dice per image averaged over ``seeds``, each image's organ, and each
+    seed's mean Dice."""
     tables = [archive.table(exp_name(variant, s), "test").set_index("id") for s in seeds]
     dice = pd.concat([t["dice"] for t in tables], axis=1).mean(axis=1)
-    return dice, tables[0]["organ"].reindex(dice.index)
+    return dice, tables[0]["organ"].reindex(dice.index), [t["dice"].mean() for t in tables]
 
 
 def decision_rows(archive: RunArchive, seeds: list[int]) -> list[dict]:
@@ -193,7 +195,7 @@ def decision_rows(archive: RunArchive, seeds: list[int]) -> list[dict]:
         common = [s for s in base_seeds if exp_name(variant, s) in done]
         if not common:
             continue
-        dice, organ = seed_mean(archive, variant, common)
+        dice, organ, per_seed = seed_mean(archive, variant, common)
         diff = (dice - seed_mean(archive, DECISION[0], common)[0].reindex(dice.index)).to_numpy()
         kidney = (organ == "kidney").to_numpy()
         first = variant == DECISION[0]
@@ -203,8 +205,7 @@ def decision_rows(archive: RunArchive, seeds: list[int]) -> list[dict]:
             "vs_all": None if first else rounded(interval(diff, rng)),
             "real_kidney": rounded(interval(dice.to_numpy()[kidney], rng)),
             "real_kidney_vs_all": None if first else rounded(interval(diff[kidney], rng)),
-            "per_seed": [round(float(archive.table(exp_name(variant, s), "test")["dice"].mean()), 4)
-                         for s in common],
+            "per_seed": [round(float(d), 4) for d in per_seed],
             "per_organ": {o: round(float(dice[organ == o].mean()), 4) for o in ORGANS},
             "oof": round(float(np.mean([archive.table(exp_name(variant, s), "oof")["dice"].mean()
                                         for s in common])), 4),

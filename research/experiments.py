@@ -177,6 +177,11 @@ def archived(
     return archive
 
 
+def rounded(stat: tuple[float, ...]) -> list[float]:
+    """(point, low, high) rounded for a study's JSON."""
+    return [round(v, 4) for v in stat]
+
+
 def write_tables(table: Path, result: dict, markdown: str, script: str, check: bool) -> None:
     """``table``.json and .md of a study; with ``check``, write nothing and exit non-zero when
     the committed ones differ (``script`` rebuilds them with ``--report``)."""

@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 import tifffile
 import yaml
-from experiments import ROOT, RunArchive, archived, dvc, merged, write_tables
+from experiments import ROOT, RunArchive, archived, dvc, merged, rounded, write_tables
 from glas_gap import BOOTSTRAP, bootstrap, ceiling_by_group
 from glas_render import degrade_he, draws, render_hpa
-from kidney_study import BUDGET, LAB_B, PLAIN, rounded
+from kidney_study import BUDGET, LAB_B, PLAIN
 
 from ftuseg.core import rle
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 import tifffile
-from experiments import ROOT, RunArchive, archived, dvc, merged, write_tables
+from experiments import ROOT, RunArchive, archived, dvc, merged, rounded, write_tables
 from glas_gap import bootstrap
 from kidney_lab import PIXEL_SIZE, THICKNESS, render_lab_b
 
@@ -208,11 +208,6 @@ def per_image(archive: RunArchive, method: str, kind: str) -> pd.Series | None:
         return None
     frames = [archive.table(r, kind).set_index("id")["dice"] for r in runs]
     return pd.concat(frames, axis=1).mean(axis=1).rename(len(runs))
-
-
-def rounded(stat: tuple[float, ...]) -> list[float]:
-    """(point, low, high) rounded for the JSON."""
-    return [round(v, 4) for v in stat]
 
 
 def by_lab(dice: pd.Series) -> tuple[pd.Series, pd.Series]:
