@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from timm.utils import ModelEmaV3
 
 from ftuseg.core.errors import DataError
 from ftuseg.core.layout import checkpoint_dir, prepared_path
@@ -139,9 +140,41 @@ def test_validation_scores_what_oof_scores(prepared, first, tmp_path):
     assert meta["crop_size"] == CFG.crop_size  # the tile size both used
 
 
+@pytest.mark.slow
+def test_the_weight_average_is_what_validation_scores_and_the_checkpoint_holds(
+    prepared, first, tmp_path
+):
+    """With ``train.ema_decay`` the averaged weights are validated and saved: OOF of the
+    checkpoint gives the logged validation Dice, and the weights are not the plain run's."""
+    out = tmp_path / "ema"
+    run(prepared, out, replace(CFG, ema_decay=0.9))
+    meta = json.loads((out / "ckpt/model.json").read_text())
+    models = tmp_path / "models"
+    for fold in (0, 1):
+        shutil.copytree(out / "ckpt", checkpoint_dir(models, "unet", fold))
+    _, per_image = run_oof(prepared.parent / "raw", prepared, models, ["unet"], tmp_path / "oof")
+    assert per_image[per_image["fold"] == 0]["dice"].mean() == pytest.approx(
+        meta["val_dice"], abs=1e-5
+    )
+    averaged, _ = load_checkpoint(out / "ckpt")
+    plain, _ = load_checkpoint(first[0] / "ckpt")
+    assert not all(
+        torch.equal(a, b) for a, b in zip(averaged.state_dict().values(),
+                                          plain.state_dict().values(), strict=True)
+    )  # fmt: skip
+
+
+def test_train_config_refuses_a_weight_average_decay_out_of_range():
+    for decay in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="ema_decay"):
+            replace(CFG, ema_decay=decay)
+
+
+# The weight average on: a resumed run must restore it as well (``ema.`` tensors of the state).
 RESUME_CFG = TrainConfig(
-    epochs=6, batch_size=4, crop_size=64, samples_per_image=16, threads=2, lr=3e-3
-)
+    epochs=6, batch_size=4, crop_size=64, samples_per_image=16, threads=2, lr=3e-3,
+    ema_decay=0.9,
+)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -224,6 +257,31 @@ def test_resume_restores_the_grad_scaler_or_refuses(tmp_path):
     assert fresh.get_scale() == 64.0 and state.epoch == 1
     with pytest.raises(DataError, match="GradScaler"):
         restore(tensors, meta, build_model(MODEL), torch.optim.AdamW(model.parameters()), None)
+
+
+def test_resume_restores_the_weight_average_or_refuses(tmp_path):
+    """The moving average of the weights is part of the state: restored exactly, and a state
+    with and a run without one (or the reverse) is an error, never a partial resume."""
+    model = build_model(MODEL)
+    average = ModelEmaV3(model, decay=0.9)
+    with torch.no_grad():
+        for value in average.module.parameters():
+            value.add_(1.0)  # the average now differs from the model
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_state(tmp_path / "ema", TrainingState("run", epoch=1), model, optimizer, None, None,
+               average)  # fmt: skip
+    _, tensors, meta = load_state(tmp_path / "ema", "run")
+    fresh = ModelEmaV3(build_model(MODEL), decay=0.9)
+    restore(tensors, meta, build_model(MODEL), torch.optim.AdamW(model.parameters()), None, fresh)
+    for a, b in zip(fresh.state_dict().values(), average.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(DataError, match="moving average"):
+        restore(tensors, meta, build_model(MODEL), torch.optim.AdamW(model.parameters()))
+    save_state(tmp_path / "plain", TrainingState("run", epoch=1), model, optimizer, None)
+    _, tensors, meta = load_state(tmp_path / "plain", "run")
+    with pytest.raises(DataError, match="moving average"):
+        restore(tensors, meta, build_model(MODEL), torch.optim.AdamW(model.parameters()), None,
+                ModelEmaV3(build_model(MODEL), decay=0.9))  # fmt: skip
 
 
 def test_the_run_fingerprint_covers_the_content_of_its_inputs(prepared, tmp_path):

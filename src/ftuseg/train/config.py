@@ -49,6 +49,9 @@ class TrainConfig:
     # Cap on optimiser updates over the whole run (0: none): a rehearsal at real sizes on a
     # slow machine runs every code path with a few steps; the epoch it falls in is the last.
     max_steps: int = 0
+    # Exponential moving average of the weights (timm ModelEmaV3, decay warmed up from 0 to
+    # this): validation, the best checkpoint and OOF use the averaged weights. 0 = off.
+    ema_decay: float = 0.0
     num_workers: int = 0  # data-loader processes (persistent; pinned memory on CUDA)
     seed: int = 2022
     threads: int = 0  # CPU threads for torch; 0 = all cores
@@ -61,6 +64,8 @@ class TrainConfig:
     sync_bn: bool = True  # synchronise BatchNorm statistics across GPU processes (CUDA only)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.domain_weight < 0:
             raise ValueError(f"train.domain_weight must be >= 0, got {self.domain_weight}")
         if not 0 <= self.pseudo_start < max(self.epochs, 1):

@@ -84,7 +84,9 @@ def train_epoch(
             opt.scaler.step(opt.optimizer)
             opt.scaler.update()
             opt.optimizer.zero_grad(set_to_none=True)
-            opt.scheduler.step_update(epoch * opt.updates_per_epoch + (i // cfg.accumulate) + 1)
+            step = epoch * opt.updates_per_epoch + (i // cfg.accumulate) + 1
+            opt.scheduler.step_update(step)
+            opt.average(net, step)
         losses.append(loss.item())
         for name, value in parts.items():
             parts_sum[name] = parts_sum.get(name, 0.0) + value

@@ -325,7 +325,8 @@ def run_epochs(
             run.domain,
         )  # fmt: skip
         # Validation on the main process; every rank gets its score for early stopping.
-        val_dice = from_main(run.validate(run.model) if runtime.info.is_main else 0.0, runtime.info)
+        scored = run.opt.scored(run.model)
+        val_dice = from_main(run.validate(scored) if runtime.info.is_main else 0.0, runtime.info)
         progress.update(task, dice=val_dice)
         metrics = {
             **{f"train/{k}": mean_across(v, runtime.info) for k, v in losses.items()},
@@ -336,8 +337,8 @@ def run_epochs(
             live.log_metric(name, value)
         live.next_step()
         best_weights = end_epoch(
-            state, epoch, metrics, run.model, run.opt, best_weights, dirs, run.checkpoint_meta,
-            runtime,
+            state, epoch, metrics, (run.model, scored), run.opt, best_weights, dirs,
+            run.checkpoint_meta, runtime,
         )  # fmt: skip
         if cfg.max_steps and (epoch + 1) * run.opt.updates_per_epoch >= cfg.max_steps:
             log.info("stopping after %d optimiser steps (train.max_steps)", cfg.max_steps)
@@ -363,7 +364,7 @@ def resume_run(
     if resumed is None:
         return TrainingState(run_id), None
     state, tensors, saved = resumed
-    best_weights = restore(tensors, saved, model, opt.optimizer, opt.scaler)
+    best_weights = restore(tensors, saved, model, opt.optimizer, opt.scaler, opt.ema)
     log.info("resuming after epoch %d (best %d)", state.epoch, state.best_epoch)
     if best_weights is not None and runtime.info.is_main:
         # The killed run's checkpoint folder is gone (DVC clears outputs); re-emit the best one.
@@ -380,7 +381,7 @@ def end_epoch(
     state: TrainingState,
     epoch: int,
     metrics: dict[str, float],
-    model: Segmenter,
+    models: tuple[Segmenter, Segmenter],
     opt: Optimisation,
     best_weights: dict[str, torch.Tensor] | None,
     dirs: RunDirs,
@@ -388,18 +389,20 @@ def end_epoch(
     runtime: Runtime,
 ) -> dict[str, torch.Tensor] | None:
     """Book-keeping after an epoch: history, best checkpoint, early-stopping counter and the
-    resumable state. Returns the best weights so far."""
+    resumable state. ``models``: the one trained and the one scored (its weight average, or
+    itself). Returns the best weights so far."""
+    model, scored = models
     val_dice = metrics["val/dice"]
     state.history.append(metrics)
     state.epoch = epoch + 1
     if val_dice > state.best_val_dice:
         state.best_val_dice, state.best_epoch, state.stale = val_dice, epoch + 1, 0
         if runtime.info.is_main:
-            save_checkpoint(dirs.checkpoint, model, checkpoint_meta(epoch + 1, val_dice))
-        best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            save_checkpoint(dirs.checkpoint, scored, checkpoint_meta(epoch + 1, val_dice))
+        best_weights = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
     else:
         state.stale += 1
     if dirs.state and runtime.info.is_main:
-        save_state(dirs.state, state, model, opt.optimizer, best_weights, opt.scaler)
+        save_state(dirs.state, state, model, opt.optimizer, best_weights, opt.scaler, opt.ema)
     barrier(runtime.info)
     return best_weights

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 
 from ftuseg.infer.engine import PRECISIONS
@@ -31,12 +32,23 @@ class Optimisation:
     scaler: torch.amp.GradScaler
     autocast: torch.dtype | None  # None: fp32
     updates_per_epoch: int
+    ema: ModelEmaV3 | None = None  # the averaged weights (train.ema_decay > 0)
+
+    def scored(self, model: Segmenter) -> Segmenter:
+        """The weights validation, checkpoints and OOF use: the average, else ``model``."""
+        return self.ema.module if self.ema is not None else model
+
+    def average(self, net: torch.nn.Module, update: int) -> None:
+        """Fold the weights after optimiser update ``update`` (1-based) into the average."""
+        if self.ema is not None:
+            self.ema.update(getattr(net, "module", net), step=update)
 
 
 def build_optimisation(
     model: Segmenter, cfg: TrainConfig, batches: int, cuda: bool
 ) -> Optimisation:
-    """AdamW, a per-update cosine schedule with warm-up, and mixed precision on CUDA."""
+    """AdamW, a per-update cosine schedule with warm-up, mixed precision on CUDA and, with
+    ``cfg.ema_decay``, a moving average of the weights."""
     if cfg.accumulate < 1:
         raise ValueError(f"train.accumulate must be >= 1, got {cfg.accumulate}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -52,7 +64,14 @@ def build_optimisation(
     autocast = PRECISIONS[cfg.precision] if cuda else None
     # bf16 has fp32's range: only fp16 needs loss scaling.
     scaler = torch.amp.GradScaler("cuda", enabled=autocast == torch.float16)
-    return Optimisation(optimizer, scheduler, scaler, autocast, updates)
+    # The decay warms up (1 - (1 + step)^-3/4: timm's setting for short runs) so the average
+    # does not hold on to the random initialisation; every process averages the same weights.
+    ema = (
+        ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, warmup_power=0.75)
+        if cfg.ema_decay > 0
+        else None
+    )
+    return Optimisation(optimizer, scheduler, scaler, autocast, updates, ema)
 
 
 def prepare_model(

@@ -4,8 +4,9 @@ After every epoch the trainer writes, atomically, into its state folder (a DVC o
 ``persist: true``, so ``dvc repro`` keeps it across an interrupted run):
 
 - ``state.safetensors``: model weights, optimizer tensors, the torch CPU RNG state and, on a
-  GPU, every CUDA device's RNG state, and the weights of the best epoch so far (prefixed
-  ``model.``, ``optim.``, ``rng.``, ``best.``), with the bookkeeping in its metadata: the epoch
+  GPU, every CUDA device's RNG state, the weights of the best epoch so far and, with
+  ``train.ema_decay``, the moving average of the weights (prefixed ``model.``, ``optim.``,
+  ``rng.``, ``best.``, ``ema.``), with the bookkeeping in its metadata: the epoch
   reached, best score and epoch, early-stopping counter, the metrics logged so far (replayed
   into dvclive on resume), the optimizer's non-tensor state, the mixed-precision GradScaler's
   state, and a fingerprint of everything that determines the run (config, data split, device
@@ -113,6 +114,7 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     best_weights: dict[str, torch.Tensor] | None,
     scaler: torch.amp.GradScaler | None = None,
+    ema: torch.nn.Module | None = None,
 ) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -125,6 +127,8 @@ def save_state(
             tensors[f"rng.cuda.{i}"] = rng
     if best_weights is not None:
         tensors.update({f"best.{k}": v for k, v in best_weights.items()})
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     meta = {
         **state.to_json(),
         "optimizer": optim_scalars,
@@ -175,8 +179,9 @@ def restore(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None = None,
+    ema: torch.nn.Module | None = None,
 ) -> dict[str, torch.Tensor] | None:
-    """Load model, optimizer, RNG and GradScaler state; return the best epoch's weights (if
+    """Load model, optimizer, RNG, GradScaler and weight-average state; return the best epoch's weights (if
     saved). A state that cannot be restored completely is an error, never a partial resume."""
     model.load_state_dict(
         {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -202,5 +207,14 @@ def restore(
                 "(train.amp differs?); set train.resume: false to start over"
             )
         scaler.load_state_dict(saved_scaler)
+    averaged = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+    if bool(averaged) != (ema is not None):
+        raise DataError(
+            f"the training state {'holds' if averaged else 'lacks'} a moving average of the "
+            f"weights but this run {'has none' if averaged else 'keeps one'} "
+            "(train.ema_decay differs?); set train.resume: false to start over"
+        )
+    if ema is not None:
+        ema.load_state_dict(averaged)
     best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
     return best or None
