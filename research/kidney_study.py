@@ -92,12 +92,12 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "lab-t05-full": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *FULL),
-        "`lab-t05` at the profile's full budget (25 epochs × 8 crops per tile): the "
-        "`kidney-real` profile as shipped",
+        "`lab-t05` at the profile's budget until `lab-t05-long` (25 epochs × 8 crops per tile)",
     ),
     "lab-t05-long": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *LONG),
-        "`lab-t05` at 60 epochs × 8 crops per tile and lr 4e-3 (the hour of a user's 2 cores)",
+        "`lab-t05` at 60 epochs × 8 crops per tile and lr 4e-3 (within the hour of a user's 2 "
+        "cores): the `kidney-real` profile as shipped",
     ),
     "lab-t05-full-2um": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *FULL, *FINE),
