@@ -52,6 +52,16 @@ def run(prepared, out, cfg=CFG, **kwargs):
     return train_fold(data_of(prepared), "unet", MODEL, 0, cfg, dirs(out), **kwargs)
 
 
+def oof_of(checkpoint, prepared, tmp_path):
+    """The OOF stage's per-image Dice with ``checkpoint`` as every fold's model (OOF predicts
+    every fold; callers compare fold 0's images)."""
+    models = tmp_path / "models"
+    for fold in (0, 1):
+        shutil.copytree(checkpoint, checkpoint_dir(models, "unet", fold))
+    _, per_image = run_oof(prepared.parent / "raw", prepared, models, ["unet"], tmp_path / "oof")
+    return per_image
+
+
 @pytest.fixture(scope="module")
 def first(prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("first")
@@ -130,10 +140,7 @@ def test_validation_scores_what_oof_scores(prepared, first, tmp_path):
     images: same engine, same tiles, original resolution."""
     out, _ = first
     meta = json.loads((out / "ckpt/model.json").read_text())
-    models = tmp_path / "models"
-    for fold in (0, 1):  # OOF predicts every fold; only fold 0's images are compared
-        shutil.copytree(out / "ckpt", checkpoint_dir(models, "unet", fold))
-    _, per_image = run_oof(prepared.parent / "raw", prepared, models, ["unet"], tmp_path / "oof")
+    per_image = oof_of(out / "ckpt", prepared, tmp_path)
     fold0 = per_image[per_image["fold"] == 0]
     assert sorted(fold0["id"]) == sorted(meta["val_ids"])
     assert fold0["dice"].mean() == pytest.approx(meta["val_dice"], abs=1e-5)
@@ -149,10 +156,7 @@ def test_the_weight_average_is_what_validation_scores_and_the_checkpoint_holds(
     out = tmp_path / "ema"
     run(prepared, out, replace(CFG, ema_decay=0.9))
     meta = json.loads((out / "ckpt/model.json").read_text())
-    models = tmp_path / "models"
-    for fold in (0, 1):
-        shutil.copytree(out / "ckpt", checkpoint_dir(models, "unet", fold))
-    _, per_image = run_oof(prepared.parent / "raw", prepared, models, ["unet"], tmp_path / "oof")
+    per_image = oof_of(out / "ckpt", prepared, tmp_path)
     assert per_image[per_image["fold"] == 0]["dice"].mean() == pytest.approx(
         meta["val_dice"], abs=1e-5
     )
