@@ -48,8 +48,10 @@ SOURCE_UM_PER_PX = 1.0  # the source README's estimate
 LAB_B = "labb_"
 # The study budget: the own-data profile (U-Net, 4 µm/px, 128² crops, 2 folds) with 8 epochs of
 # 4 crops per tile instead of 25 of 8 (≈ 1/6 of its training; ≈ 10 min per run on 2 cores).
-# The learning rate is pinned: the profile's own may change (`lab-t05-long` below).
-BUDGET = ("profile=kidney-real", "train.epochs=8", "train.samples_per_image=4", "train.lr=2e-3")
+# The learning rate, TTA and validation interval are pinned: the profile's own may change
+# (`lab-t05-long`, `lab-t05-long-tta` below).
+BUDGET = ("profile=kidney-real", "train.epochs=8", "train.samples_per_image=4", "train.lr=2e-3",
+          "inference.tta=[0]", "train.val_every=1")  # fmt: skip
 # Every method starts from the profile with another lab's augmentations off (the profile has
 # them on since `lab` won), so a method means the same whatever the profile holds today.
 PLAIN = ("augment.density=0", "augment.density_range=[0.2,1.5]", "augment.glass=0",
@@ -68,6 +70,9 @@ FULL = ("train.epochs=25", "train.samples_per_image=8")
 # What fits in the hour a user has (≈ 21 s per epoch and fold, 2 folds): more updates at a
 # higher rate (fold 0, 12 epochs: lr 2e-3 0.677, 4e-3 0.734, 8e-3 0.726 validation Dice).
 LONG = ("train.epochs=60", "train.samples_per_image=8", "train.lr=4e-3")
+# Four flips/rotations averaged at inference (OOF and test) and in validation, which then runs
+# every 5th epoch (20 s per fold with TTA, 6 s without).
+TTA = ("inference.tta=[0,1,2,3]", "train.val_every=5")
 # Twice the resolution: a glomerulus's outline drawn with pixels half as wide.
 FINE = ("prepare.um_per_px=2.0",)
 OD = ("stain.normalize.method=od", "stain.normalize.reference=pas")
@@ -97,7 +102,12 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     "lab-t05-long": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *LONG),
         "`lab-t05` at 60 epochs × 8 crops per tile and lr 4e-3 (within the hour of a user's 2 "
-        "cores): the `kidney-real` profile as shipped",
+        "cores): the `kidney-real` profile until `lab-t05-long-tta`",
+    ),
+    "lab-t05-long-tta": (
+        (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *LONG, *TTA),
+        "`lab-t05-long` with four flips/rotations averaged at inference, validated every 5th "
+        "epoch: the `kidney-real` profile as shipped",
     ),
     "lab-t05-full-2um": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *FULL, *FINE),

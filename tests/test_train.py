@@ -172,6 +172,24 @@ def test_train_config_refuses_a_weight_average_decay_out_of_range():
     for decay in (-0.1, 1.0):
         with pytest.raises(ValueError, match="ema_decay"):
             replace(CFG, ema_decay=decay)
+    with pytest.raises(ValueError, match="val_every"):
+        replace(CFG, val_every=0)
+
+
+def test_validating_every_other_epoch_keeps_the_best_of_those_validated(prepared, first, tmp_path):
+    """`train.val_every: 2` over 3 epochs validates epochs 2 and 3 (the last always) with the
+    scores an every-epoch run gives them (validation draws nothing from the training RNG) and
+    keeps the better of the two."""
+    out, _ = first
+    summary = run(prepared, tmp_path, replace(CFG, val_every=2))
+    every = pd.read_csv(out / "live/plots/metrics/val/dice.tsv", sep="\t").set_index("step")
+    curve = pd.read_csv(tmp_path / "live/plots/metrics/val/dice.tsv", sep="\t").set_index("step")
+    assert curve.index.tolist() == [1, 2]
+    assert curve["dice"].tolist() == pytest.approx(every.loc[[1, 2], "dice"].tolist(), abs=1e-6)
+    meta = json.loads((tmp_path / "ckpt/model.json").read_text())
+    assert meta["epoch"] == int(curve["dice"].idxmax()) + 1 == summary["best_epoch"]
+    loss = (tmp_path / "live/plots/metrics/train/loss.tsv").read_text()
+    assert loss == (out / "live/plots/metrics/train/loss.tsv").read_text()
 
 
 # The weight average on: a resumed run must restore it as well (``ema.`` tensors of the state).

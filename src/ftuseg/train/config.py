@@ -45,7 +45,10 @@ class TrainConfig:
     pseudo_start: int = 0
     pseudo_share: float = 0.3  # share of each epoch's crops drawn from pseudo-labelled images
     pseudo_confidence: float = 0.9  # FTU where p >= this, background where p <= 1 - this
-    patience: int = 0  # epochs without improvement before stopping; 0 = never stop early
+    patience: int = 0  # validations without improvement before stopping; 0 = never stop early
+    # Validate every this many epochs and after the last one; the best checkpoint is chosen
+    # among the validated epochs. Above 1 when validation is dear (TTA: 4 passes per tile).
+    val_every: int = 1
     # Cap on optimiser updates over the whole run (0: none): a rehearsal at real sizes on a
     # slow machine runs every code path with a few steps; the epoch it falls in is the last.
     max_steps: int = 0
@@ -64,6 +67,8 @@ class TrainConfig:
     sync_bn: bool = True  # synchronise BatchNorm statistics across GPU processes (CUDA only)
 
     def __post_init__(self) -> None:
+        if self.val_every < 1:
+            raise ValueError(f"train.val_every must be >= 1, got {self.val_every}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.domain_weight < 0:

@@ -324,15 +324,19 @@ def run_epochs(
             lambda loss, e=epoch: progress.update(task, advance=1, epoch=e + 1, loss=loss),
             run.domain,
         )  # fmt: skip
-        # Validation on the main process; every rank gets its score for early stopping.
+        last = epoch + 1 == cfg.epochs or stepped_out(cfg, epoch, run.opt.updates_per_epoch)
         scored = run.opt.scored(run.model)
-        val_dice = from_main(run.validate(scored) if runtime.info.is_main else 0.0, runtime.info)
-        progress.update(task, dice=val_dice)
         metrics = {
             **{f"train/{k}": mean_across(v, runtime.info) for k, v in losses.items()},
             "train/lr": run.opt.optimizer.param_groups[0]["lr"],
-            "val/dice": val_dice,
         }
+        if last or (epoch + 1) % cfg.val_every == 0:
+            # Validation on the main process; every rank gets its score for early stopping.
+            val_dice = from_main(
+                run.validate(scored) if runtime.info.is_main else 0.0, runtime.info
+            )
+            progress.update(task, dice=val_dice)
+            metrics["val/dice"] = val_dice
         for name, value in metrics.items():
             live.log_metric(name, value)
         live.next_step()
@@ -340,13 +344,18 @@ def run_epochs(
             state, epoch, metrics, (run.model, scored), run.opt, best_weights, dirs,
             run.checkpoint_meta, runtime,
         )  # fmt: skip
-        if cfg.max_steps and (epoch + 1) * run.opt.updates_per_epoch >= cfg.max_steps:
+        if stepped_out(cfg, epoch, run.opt.updates_per_epoch):
             log.info("stopping after %d optimiser steps (train.max_steps)", cfg.max_steps)
             break
         if cfg.patience and state.stale >= cfg.patience:
             log.info("early stop after epoch %d (best %d)", epoch + 1, state.best_epoch)
             break
     return pseudo_stats
+
+
+def stepped_out(cfg: TrainConfig, epoch: int, updates_per_epoch: int) -> bool:
+    """Whether ``train.max_steps`` ends the run with this epoch."""
+    return bool(cfg.max_steps) and (epoch + 1) * updates_per_epoch >= cfg.max_steps
 
 
 def resume_run(
@@ -388,19 +397,19 @@ def end_epoch(
     checkpoint_meta: Any,
     runtime: Runtime,
 ) -> dict[str, torch.Tensor] | None:
-    """Book-keeping after an epoch: history, best checkpoint, early-stopping counter and the
-    resumable state. ``models``: the one trained and the one scored (its weight average, or
+    """Book-keeping after an epoch: history, best checkpoint, early-stopping counter (in
+    validations) and the resumable state. ``models``: the one trained and the one scored (its weight average, or
     itself). Returns the best weights so far."""
     model, scored = models
-    val_dice = metrics["val/dice"]
+    val_dice = metrics.get("val/dice")  # None: not a validation epoch (train.val_every)
     state.history.append(metrics)
     state.epoch = epoch + 1
-    if val_dice > state.best_val_dice:
+    if val_dice is not None and val_dice > state.best_val_dice:
         state.best_val_dice, state.best_epoch, state.stale = val_dice, epoch + 1, 0
         if runtime.info.is_main:
             save_checkpoint(dirs.checkpoint, scored, checkpoint_meta(epoch + 1, val_dice))
         best_weights = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
-    else:
+    elif val_dice is not None:
         state.stale += 1
     if dirs.state and runtime.info.is_main:
         save_state(dirs.state, state, model, opt.optimizer, best_weights, opt.scaler, opt.ema)
