@@ -17,7 +17,9 @@ def test_the_archived_tables_are_fresh():
     assert result.returncode == 0, result.stderr + result.stdout
 
 
-@pytest.mark.parametrize("script", ["kidney_study.py", "kidney_gap.py", "domain.py"])
+@pytest.mark.parametrize(
+    "script", ["kidney_study.py", "kidney_gap.py", "domain.py", "kidney_labels.py"]
+)
 def test_the_study_tables_are_fresh(script):
     result = subprocess.run(
         [sys.executable, str(RESEARCH / script), "--check"], capture_output=True, text=True
