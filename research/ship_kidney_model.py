@@ -199,6 +199,12 @@ def main() -> None:
     print(f"shipped -> {OUT}; per-tile min {np.min(per_tile['dice']):.3f}")
 
 
+def tta_words(tta: list[int]) -> str:
+    if len(tta) == 1:
+        return "no test-time augmentation"
+    return f"predictions averaged over {len(tta)} flips/rotations (dihedral {tta})"
+
+
 def model_card(f: dict, params: dict) -> str:
     t, m, aug = params["train"], params["models"]["unet"], params["augment"]
     threshold = (f"{f['threshold']} (tuned on the run's out-of-fold predictions)"
@@ -219,7 +225,8 @@ def model_card(f: dict, params: dict) -> str:
                           f"data): {f['trained_on']}"),
         ("recipe", f"profile `kidney-real`: {t['epochs']} epochs, {t['crop_size']}² crops, "
                    f"{t['samples_per_image']} crops per image and epoch, batch {t['batch_size']}, "
-                   f"lr {t['lr']}, 2 folds"),
+                   f"lr {t['lr']}, 2 folds, validated every {t.get('val_every', 1)} epoch(s); "
+                   f"{tta_words(params['inference']['tta'])}"),
         ("another lab's augmentations", other_lab),
         ("training time", f"{f['wall_minutes']:.0f} min for the whole run (2 folds, 2 CPU cores"
                           f"{', ' + f['wall_note'] if f['wall_note'] else ''})"),

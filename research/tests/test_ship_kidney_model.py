@@ -17,6 +17,7 @@ PARAMS = {
     "train": {"epochs": 25, "crop_size": 128, "samples_per_image": 8, "batch_size": 8, "lr": 0.002},
     "models": {"unet": {"encoder": "tu-efficientnet_b0", "decoder_channels": [64, 32]}},
     "augment": {"density": 0.8, "density_range": [0.1, 1.5], "glass": 0.5, "scanner": 0.8},
+    "inference": {"tta": [0]},
 }
 
 
@@ -42,6 +43,10 @@ def test_the_card_says_how_the_threshold_was_chosen_and_what_another_lab_keeps()
     card = ship.model_card(FACTS, PARAMS)
     assert "**0.812**" in card and "not tuned" in card and "second lab" not in card
     assert "U_log(0.1, 1.5)" in card
+    assert "validated every 1 epoch(s); no test-time augmentation" in card
+    tta = ship.model_card(FACTS, {**PARAMS, "train": {**PARAMS["train"], "val_every": 5},
+                                  "inference": {"tta": [0, 1, 2, 3]}})  # fmt: skip
+    assert "validated every 5 epoch(s); predictions averaged over 4 flips/rotations" in tta
     tuned = ship.model_card({**FACTS, "threshold_tuned": True}, PARAMS)
     assert "tuned on the run's out-of-fold" in tuned
     lab = {"second_lab_dice": 0.5, "second_lab_dice_lo95": 0.4, "second_lab_dice_hi95": 0.6,
