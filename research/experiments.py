@@ -182,6 +182,11 @@ def rounded(stat: tuple[float, ...]) -> list[float]:
     return [round(v, 4) for v in stat]
 
 
+def interval_text(v: list[float]) -> str:
+    """(point, low, high) as a table cell: ``0.812 [0.770, 0.850]``."""
+    return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+
+
 def write_tables(table: Path, result: dict, markdown: str, script: str, check: bool) -> None:
     """``table``.json and .md of a study; with ``check``, write nothing and exit non-zero when
     the committed ones differ (``script`` rebuilds them with ``--report``)."""

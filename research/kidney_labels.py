@@ -27,7 +27,7 @@ import json
 import cv2
 import numpy as np
 import pandas as pd
-from experiments import ROOT, rounded, write_tables
+from experiments import ROOT, interval_text, rounded, write_tables
 from glas_gap import bootstrap
 from rich.progress import track
 from scipy import ndimage
@@ -162,9 +162,7 @@ def report(check: bool = False) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    def ci(v: list[float]) -> str:
-        return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
-
+    ci = interval_text
     lines = [
         "# Kidney tiles: glomeruli the masks leave out",
         "",
