@@ -120,6 +120,22 @@ def test_instance_masks_and_per_image_metadata(tmp_path):
     assert np.array_equal(rle.decode(table.loc["b", "rle"], SHAPE), (binary > 0).astype(np.uint8))
     assert table.loc["b", "organ"] == "kidney" and table.loc["b", "pixel_size"] == 0.25
     assert table.loc["a", "organ"] == "largeintestine" and table.loc["b", "tissue_thickness"] == 4.0
+    assert "group" not in table.columns  # no group given: none written
+
+
+def test_a_group_from_the_metadata_csv_reaches_train_csv(tmp_path):
+    write_images(tmp_path / "img", ["a", "b", "c"])
+    (tmp_path / "masks").mkdir()
+    for i in "abc":
+        cv2.imwrite(str(tmp_path / f"masks/{i}.png"), np.pad(np.full((20, 20), 255, np.uint8),
+                                                               ((0, SHAPE[0] - 20), (0, SHAPE[1] - 20))))  # fmt: skip
+    pd.DataFrame({"id": ["a", "b"], "group": ["slide1", "slide1"]}).to_csv(
+        tmp_path / "meta.csv", index=False
+    )
+    import_dataset("masks", tmp_path / "img", tmp_path / "masks", tmp_path / "out", DEFAULTS,
+                   tmp_path / "meta.csv")  # fmt: skip
+    table = read_metadata(tmp_path / "out" / "train.csv", "train").set_index("id")
+    assert table["group"].to_dict() == {"a": "slide1", "b": "slide1", "c": "id:c"}
 
 
 @pytest.mark.parametrize(

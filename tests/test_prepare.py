@@ -104,6 +104,46 @@ def test_folds_are_stratified_by_organ():
         assign_folds(organs, 4, seed=0)
 
 
+def test_folds_keep_each_group_whole():
+    # Tiles of four slides, cut with overlap: a slide's tiles must share a fold, or a model is
+    # scored on pixels it trained on (research/results/kidney_overlap.md).
+    organs = pd.Series(["kidney"] * 12 + ["lung"] * 6)
+    groups = pd.Series(["k1"] * 5 + ["k2"] * 4 + ["k3"] * 3 + ["l1"] * 3 + ["l2"] * 3)
+    folds = assign_folds(organs, 2, seed=0, groups=groups)
+    assert (pd.Series(folds).groupby(groups).nunique() == 1).all()
+    assert (pd.crosstab(organs, folds).to_numpy() >= 1).all()
+    ungrouped = assign_folds(organs, 2, seed=0)
+    assert (pd.Series(ungrouped).groupby(groups).nunique() > 1).any()  # what groups prevent
+    with pytest.raises(DataError, match="organ 'lung' has 2 group"):
+        assign_folds(organs, 3, seed=0, groups=groups)
+    # Enough groups per organ, but the splitter leaves fold 0 without lung: an error, not a fold
+    # that cannot score an organ.
+    organs = pd.Series(["kidney"] * 4 + ["lung"] * 2)
+    with pytest.raises(DataError, match="fold 0 has no lung image once groups are kept whole"):
+        assign_folds(organs, 2, seed=0, groups=pd.Series(list("daadba")))
+
+
+def test_a_group_column_reaches_the_folds_and_the_index(raw, tmp_path):
+    grouped = tmp_path / "grouped"
+    grouped.mkdir()
+    (grouped / "train_images").symlink_to(raw / "train_images")
+    train = pd.read_csv(raw / "train.csv", dtype={"id": str})
+    # Every organ's two images in one group, but one row left blank (its own group).
+    train["group"] = train["organ"]
+    train.loc[0, "group"] = ""
+    train.to_csv(grouped / "train.csv", index=False)
+    with pytest.raises(DataError, match="organ '[a-z]+' has 1 group"):
+        prepare(grouped, tmp_path / "bad", PrepareConfig(um_per_px=1.0, n_folds=2))
+    assert not (tmp_path / "bad").exists()
+    train["group"] = train["organ"] + "-" + (train.groupby("organ").cumcount() % 2).astype(str)
+    train.loc[0, "group"] = ""
+    train.to_csv(grouped / "train.csv", index=False)
+    index = prepare(grouped, tmp_path / "prep", PrepareConfig(um_per_px=1.0, n_folds=2))
+    assert index.loc[0, "group"] == f"id:{train.loc[0, 'id']}"
+    assert (index.groupby("group")["fold"].nunique() == 1).all()
+    assert (pd.crosstab(index["organ"], index["fold"]).to_numpy() == 1).all()
+
+
 def test_mask_resampling_keeps_coverage():
     mask = np.zeros((300, 300), np.uint8)
     mask[50:200, 100:250] = 1

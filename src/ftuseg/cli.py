@@ -116,7 +116,7 @@ def import_data(
     ),
     data_source: str = typer.Option("Import", help="data_source column"),
     meta: Path | None = typer.Option(
-        None, help="CSV: id + organ/pixel_size/tissue_thickness/data_source"
+        None, help="CSV: id + organ/pixel_size/tissue_thickness/data_source/group"
     ),
     suffix: str = typer.Option("", help="annotation stem = image stem + this (e.g. _anno)"),
     class_name: str | None = typer.Option(

@@ -34,6 +34,8 @@ TEST_COLUMNS: tuple[str, ...] = (
     "tissue_thickness",
 )
 TRAIN_COLUMNS: tuple[str, ...] = (*TEST_COLUMNS, "rle", "age", "sex")
+# Optional train column: images of one group never fall in different folds (prepare).
+GROUP = "group"
 # Columns the pipeline cannot work without (age/sex are carried along when present).
 _REQUIRED = {"train": (*TEST_COLUMNS, "rle"), "test": TEST_COLUMNS}
 
@@ -42,7 +44,8 @@ def read_metadata(path: str | Path, kind: str) -> pd.DataFrame:
     """Read and validate ``train.csv`` (``kind="train"``) or ``test.csv`` (``kind="test"``).
 
     Checks: required columns, unique ids, known organs, positive integer image sizes, positive
-    pixel sizes and, for train, that every RLE parses and fits its image.
+    pixel sizes and, for train, that every RLE parses and fits its image. An optional ``group``
+    column (train) is read as text, an empty cell standing for the image's own group.
     """
     path = Path(path)
     if kind not in _REQUIRED:
@@ -55,7 +58,10 @@ def read_metadata(path: str | Path, kind: str) -> pd.DataFrame:
         header = pd.read_csv(path, nrows=0).columns
         markers = {c: sorted(STR_NA_VALUES) for c in header if c != "rle"}
         df = pd.read_csv(
-            path, dtype={"id": str, "rle": str}, keep_default_na=False, na_values=markers
+            path,
+            dtype={"id": str, "rle": str, GROUP: str},
+            keep_default_na=False,
+            na_values=markers,
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a readable CSV ({err})") from None
@@ -98,6 +104,11 @@ def read_metadata(path: str | Path, kind: str) -> pd.DataFrame:
             )
         df[col] = values.astype(np.float64)
 
+    if kind == "train" and GROUP in df.columns:
+        # Images that share pixels (tiles of one slide cut with overlap) or a patient: the
+        # folds keep a group together. An empty cell: the image is a group of its own.
+        names = df[GROUP].str.strip()
+        df[GROUP] = names.where(names.notna() & (names != ""), "id:" + df["id"])
     if kind == "train":
         for row in df.itertuples(index=False):
             validate_rle(row.rle, (row.img_height, row.img_width), where=f"{path}: row id={row.id}")

@@ -9,7 +9,8 @@ Reads an image folder and its annotations, one annotation per image with the sam
 and writes ``train.csv`` (column-major RLE, the competition's format) and
 ``train_images/<id>.tiff``, validated by the data contract (:mod:`ftuseg.data.contract`) before anything
 appears at the destination. Organ, pixel size, thickness and data source come from the command
-line or per image from a metadata CSV (column ``id`` plus any of those). Any problem is an error
+line or per image from a metadata CSV (column ``id`` plus any of those, and ``group``: images
+of one group, e.g. overlapping tiles of one slide, share a fold). Any problem is an error
 naming the file; the destination is written atomically, so nothing is left half-done.
 """
 
@@ -32,7 +33,14 @@ from ftuseg.core.errors import DataError
 from ftuseg.core.organs import ORGANS
 from ftuseg.core.utils import atomic_path
 from ftuseg.data.annotations import checked_polygons, rasterise, read_geojson, read_polygon_json
-from ftuseg.data.contract import TEST_COLUMNS, read_image, read_metadata, to_rgb_uint8, write_image
+from ftuseg.data.contract import (
+    GROUP,
+    TEST_COLUMNS,
+    read_image,
+    read_metadata,
+    to_rgb_uint8,
+    write_image,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +48,8 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 FORMATS = ("masks", "polygons", "geojson")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-META_FIELDS = ("organ", "pixel_size", "tissue_thickness", "data_source")
+# `group`: images that must share a fold (tiles of one slide cut with overlap, one patient's).
+META_FIELDS = ("organ", "pixel_size", "tissue_thickness", "data_source", GROUP)
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,7 @@ class ImportDefaults:
     pixel_size: float | None = None  # µm/px
     tissue_thickness: float | None = None  # µm
     data_source: str = "Import"
+    group: str | None = None  # none: every image its own group
 
 
 def read_any_image(path: Path) -> np.ndarray:
@@ -219,8 +229,10 @@ def import_dataset(
                 "img_height": img.shape[0], "img_width": img.shape[1],
                 "pixel_size": float(values["pixel_size"]),
                 "tissue_thickness": float(values["tissue_thickness"]), "rle": rle.encode(mask),
+                GROUP: values.get(GROUP),
             })  # fmt: skip
-        table = pd.DataFrame(rows, columns=[*TEST_COLUMNS, "rle"])
+        grouped = any(r[GROUP] is not None for r in rows)
+        table = pd.DataFrame(rows, columns=[*TEST_COLUMNS, "rle", *([GROUP] if grouped else [])])
         table.to_csv(tmp / "train.csv", index=False)
         read_metadata(tmp / "train.csv", "train")  # the data contract, before anything lands
     if negatives:

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from rich.progress import track
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from ftuseg.core.errors import DataError
 from ftuseg.core.layout import IMAGES_DIR, INDEX_NAME, prepared_path, unlabeled_path
 from ftuseg.core.scale import resize_image, resize_mask, scaled_shape
 from ftuseg.core.utils import atomic_path
-from ftuseg.data.contract import decode_mask, image_path, read_image, read_metadata
+from ftuseg.data.contract import GROUP, decode_mask, image_path, read_image, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +29,41 @@ class PrepareConfig:
     seed: int = 2022
 
 
-def assign_folds(organs: pd.Series, n_folds: int, seed: int) -> np.ndarray:
-    """Fold index per row, stratified by organ (so every fold sees every organ)."""
+def assign_folds(
+    organs: pd.Series, n_folds: int, seed: int, groups: pd.Series | None = None
+) -> np.ndarray:
+    """Fold index per row, stratified by organ (so every fold sees every organ); with
+    ``groups``, the images of a group in one fold (tiles that share pixels, or one patient's:
+    split apart, a model would be scored on what it trained on)."""
     if n_folds < 2:
         raise DataError(
             f"cv: at least 2 folds are needed for out-of-fold evaluation, got {n_folds}"
         )
-    counts = organs.value_counts()
+    # Per organ: its images, or the groups holding any of its images.
+    units = organs if groups is None else pd.Series(groups.to_numpy()).groupby(organs.to_numpy())
+    counts = units.value_counts() if groups is None else units.nunique()
     if counts.min() < n_folds:
+        what = "training image(s)" if groups is None else "group(s)"
         raise DataError(
-            f"cv: organ {counts.idxmin()!r} has {counts.min()} training image(s), fewer than "
-            f"the {n_folds} folds; use fewer folds or more images"
+            f"cv: organ {counts.idxmin()!r} has {counts.min()} {what}, fewer than "
+            f"the {n_folds} folds; use fewer folds or more {what.removesuffix('(s)')}s"
         )
     folds = np.full(len(organs), -1, dtype=np.int64)
-    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    else:
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # small classes are checked above
-        for k, (_, val) in enumerate(splitter.split(np.zeros(len(organs)), organs.to_numpy())):
+        y = organs.to_numpy()
+        for k, (_, val) in enumerate(splitter.split(np.zeros(len(organs)), y, groups)):
             folds[val] = k
+    empty = [(o, k) for o in counts.index for k in range(n_folds) if not (y[folds == k] == o).any()]
+    if empty:
+        raise DataError(
+            f"cv: fold {empty[0][1]} has no {empty[0][0]} image once groups are kept whole "
+            f"(group sizes too uneven for {n_folds} folds); use fewer folds or smaller groups"
+        )
     return folds
 
 
@@ -85,7 +102,8 @@ def prepare(raw_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig) -> pd.
     if cfg.um_per_px <= 0:
         raise DataError(f"prepare.um_per_px must be positive, got {cfg.um_per_px}")
     meta = read_metadata(raw_dir / "train.csv", "train")
-    meta["fold"] = assign_folds(meta["organ"], cfg.n_folds, cfg.seed)
+    groups = meta[GROUP] if GROUP in meta.columns else None
+    meta["fold"] = assign_folds(meta["organ"], cfg.n_folds, cfg.seed, groups)
 
     rows = []
     with atomic_path(out_dir, is_dir=True) as tmp:
@@ -117,6 +135,7 @@ def prepare(raw_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig) -> pd.
                     "width": shape[1],
                     "ftu_fraction": round(float(mask_s.mean()), 5),
                     "fold": int(row.fold),
+                    **({GROUP: getattr(row, GROUP)} if groups is not None else {}),
                 }
             )
         index = pd.DataFrame(rows)

@@ -398,8 +398,8 @@ def end_epoch(
     runtime: Runtime,
 ) -> dict[str, torch.Tensor] | None:
     """Book-keeping after an epoch: history, best checkpoint, early-stopping counter (in
-    validations) and the resumable state. ``models``: the one trained and the one scored (its weight average, or
-    itself). Returns the best weights so far."""
+    validations) and the resumable state. ``models``: the one trained and the one scored (its
+    weight average, or itself). Returns the best weights so far."""
     model, scored = models
     val_dice = metrics.get("val/dice")  # None: not a validation epoch (train.val_every)
     state.history.append(metrics)
