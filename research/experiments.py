@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -185,6 +186,15 @@ def rounded(stat: tuple[float, ...]) -> list[float]:
 def interval_text(v: list[float]) -> str:
     """(point, low, high) as a table cell: ``0.812 [0.770, 0.850]``."""
     return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+
+
+def table_args(doc: str) -> argparse.Namespace:
+    """The command line of a study that measures, then reports: ``--report`` (tables from its
+    archive only) and ``--check`` (fail if the committed tables are stale)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--report", action="store_true", help="tables from the archive only")
+    ap.add_argument("--check", action="store_true", help="fail if the tables are stale")
+    return ap.parse_args()
 
 
 def write_tables(table: Path, result: dict, markdown: str, script: str, check: bool) -> None:

@@ -21,13 +21,12 @@ its area from |P| alone.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import cv2
 import numpy as np
 import pandas as pd
-from experiments import ROOT, interval_text, rounded, write_tables
+from experiments import ROOT, interval_text, rounded, table_args, write_tables
 from glas_gap import bootstrap
 from rich.progress import track
 from scipy import ndimage
@@ -188,10 +187,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--report", action="store_true", help="tables from the archive only")
-    ap.add_argument("--check", action="store_true", help="fail if the tables are stale")
-    args = ap.parse_args()
+    args = table_args(__doc__)
     if not (args.report or args.check):
         measure()
     print(json.dumps(report(check=args.check), indent=2))

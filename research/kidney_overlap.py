@@ -25,7 +25,6 @@ clone (no ``../shared``) ``--report`` rebuilds ``results/kidney_overlap.{md,json
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 from pathlib import Path
@@ -33,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from experiments import ROOT, interval_text, rounded, write_tables
+from experiments import ROOT, interval_text, rounded, table_args, write_tables
 from glas_gap import bootstrap
 from kidney_study import METHODS
 from rich.progress import track
@@ -250,10 +249,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--report", action="store_true", help="tables from the archive only")
-    ap.add_argument("--check", action="store_true", help="fail if the tables are stale")
-    args = ap.parse_args()
+    args = table_args(__doc__)
     if not (args.report or args.check):
         if not SOURCE.is_dir():
             raise SystemExit(f"{SOURCE}: the source tiles are needed to find the pairs")
