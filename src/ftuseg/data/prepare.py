@@ -39,23 +39,21 @@ def assign_folds(
         raise DataError(
             f"cv: at least 2 folds are needed for out-of-fold evaluation, got {n_folds}"
         )
-    # Per organ: its images, or the groups holding any of its images.
-    units = organs if groups is None else pd.Series(groups.to_numpy()).groupby(organs.to_numpy())
-    counts = units.value_counts() if groups is None else units.nunique()
+    y = organs.to_numpy()
+    if groups is None:
+        counts, what = organs.value_counts(), "training image"
+        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    else:  # per organ, the groups holding any of its images
+        counts, what = pd.Series(groups.to_numpy()).groupby(y).nunique(), "group"
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     if counts.min() < n_folds:
-        what = "training image(s)" if groups is None else "group(s)"
         raise DataError(
-            f"cv: organ {counts.idxmin()!r} has {counts.min()} {what}, fewer than "
-            f"the {n_folds} folds; use fewer folds or more {what.removesuffix('(s)')}s"
+            f"cv: organ {counts.idxmin()!r} has {counts.min()} {what}(s), fewer than "
+            f"the {n_folds} folds; use fewer folds or more {what}s"
         )
     folds = np.full(len(organs), -1, dtype=np.int64)
-    if groups is None:
-        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    else:
-        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # small classes are checked above
-        y = organs.to_numpy()
         for k, (_, val) in enumerate(splitter.split(np.zeros(len(organs)), y, groups)):
             folds[val] = k
     empty = [(o, k) for o in counts.index for k in range(n_folds) if not (y[folds == k] == o).any()]
