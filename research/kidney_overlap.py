@@ -3,10 +3,9 @@
 The 110 tiles of ``../shared/kidney-train`` were cut from whole-slide images; neighbouring tiles
 of a sliding window share pixels, and a split made tile by tile (the bundle's held-out test, the
 pipeline's folds) can then score a model on pixels it trained on. This script finds every pair
-of tiles that share pixels: each pair's cross-correlation at a quarter of the resolution,
-zero-padded so that any partial overlap is found, its peak checked by the correlation (NCC) of
-the shared area, kept at NCC ≥ ``MIN_NCC`` over at least ``MIN_SHARED`` of a tile. Overlapping
-tiles form groups (connected components). For every score a tile gets, the share of its area
+of tiles that share pixels with the product's search (:mod:`ftuseg.data.overlap`, what
+``ftuseg import --group-overlaps`` runs) at a quarter of the resolution: NCC ≥ ``MIN_NCC`` over
+at least ``MIN_SHARED`` of a tile. Overlapping tiles form groups (connected components). For every score a tile gets, the share of its area
 the scoring model trained on is measured:
 
 - OOF of each archived kidney study run (``kidney_runs.csv``): the tiles of the other fold;
@@ -25,7 +24,6 @@ clone (no ``../shared``) ``--report`` rebuilds ``results/kidney_overlap.{md,json
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
@@ -35,9 +33,9 @@ import pandas as pd
 from experiments import ROOT, interval_text, rounded, table_args, write_tables
 from glas_gap import bootstrap
 from kidney_study import METHODS
-from rich.progress import track
-from scipy import sparse, stats
-from scipy.sparse.csgraph import connected_components
+from scipy import stats
+
+from ftuseg.data.overlap import OverlapConfig, find_overlaps, overlap_groups, thumbnail
 
 SOURCE = ROOT.parent / "shared" / "kidney-train"
 TILES = ROOT / "src" / "ftuseg" / "assets" / "kidney_pas" / "tiles.csv"
@@ -54,62 +52,14 @@ BUNDLE_PREFIX = "hubmap_pas_"  # the bundle's ids; the source's (and the study's
 
 
 def load_gray(source: Path) -> dict[str, np.ndarray]:
-    """Every tile in grey at 1/SCALE, mean-subtracted (the correlation then peaks on structure,
-    not on brightness)."""
+    """Every tile's thumbnail for the search (grey at 1/SCALE, mean-subtracted)."""
     out = {}
     for path in sorted((source / "images").glob("*.jpg")):
         grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if grey is None:
-            raise SystemExit(f"{path}: unreadable")
-        h, w = grey.shape
-        small = cv2.resize(grey, (w // SCALE, h // SCALE), interpolation=cv2.INTER_AREA)
-        out[path.stem] = small.astype(np.float32) - small.mean()
-    if {a.shape for a in out.values()} != {(SHAPE[0] // SCALE, SHAPE[1] // SCALE)}:
-        raise SystemExit(f"{source}/images: a tile not {SHAPE[1]}×{SHAPE[0]}")
+        if grey is None or grey.shape != SHAPE:
+            raise SystemExit(f"{path}: unreadable, or not {SHAPE[1]}×{SHAPE[0]}")
+        out[path.stem] = thumbnail(grey, 1 / SCALE)
     return out
-
-
-def shared_area(shape: tuple[int, int], dy: int, dx: int) -> tuple[slice, slice, slice, slice]:
-    """Slices of tile a and of tile b over the area they share when b's origin lies at (dy, dx)
-    in a's frame."""
-    h, w = shape
-    ya, yb, xa, xb = max(dy, 0), max(-dy, 0), max(dx, 0), max(-dx, 0)
-    oh, ow = h - abs(dy), w - abs(dx)
-    return slice(ya, ya + oh), slice(xa, xa + ow), slice(yb, yb + oh), slice(xb, xb + ow)
-
-
-def find_pairs(grey: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Pairs of tiles that share pixels: a, b, b's origin (dy, dx) in a's frame in source
-    pixels, the shared share of a tile and the NCC over it."""
-    ids = list(grey)
-    h, w = grey[ids[0]].shape
-    # One zero-padded FFT per tile rather than two per pair (≈ 6000 pairs): 13 s instead of ≈ 60.
-    spectra = {i: np.fft.rfft2(a, s=(2 * h, 2 * w)) for i, a in grey.items()}
-    rows = []
-    for a, b in track(list(itertools.combinations(ids, 2)), description="pairs"):
-        corr = np.fft.irfft2(spectra[a] * np.conj(spectra[b]), s=(2 * h, 2 * w))
-        y, x = np.unravel_index(np.argmax(corr), corr.shape)
-        dy, dx = (y if y < h else y - 2 * h), (x if x < w else x - 2 * w)
-        shared = (h - abs(dy)) * (w - abs(dx)) / (h * w)
-        if h - abs(dy) <= 0 or w - abs(dx) <= 0 or shared < MIN_SHARED:
-            continue
-        ya, xa, yb, xb = shared_area((h, w), dy, dx)
-        ncc = np.corrcoef(grey[a][ya, xa].ravel(), grey[b][yb, xb].ravel())[0, 1]
-        if ncc >= MIN_NCC:
-            rows.append((a, b, dy * SCALE, dx * SCALE, round(shared, 4), round(float(ncc), 4)))
-    return pd.DataFrame(rows, columns=["a", "b", "dy", "dx", "shared", "ncc"])
-
-
-def groups(pairs: pd.DataFrame, ids: list[str]) -> pd.Series:
-    """Group number per tile: the connected components of the overlap graph, largest first."""
-    index = {t: k for k, t in enumerate(ids)}
-    graph = sparse.coo_matrix(
-        (np.ones(len(pairs)), (pairs["a"].map(index), pairs["b"].map(index))),
-        shape=(len(ids), len(ids)),
-    )
-    _, labels = connected_components(graph, directed=False)
-    order = {g: k for k, g in enumerate(pd.Series(labels).value_counts().index)}
-    return pd.Series([order[g] for g in labels], index=ids, name="group")
 
 
 def seen_share(pairs: pd.DataFrame, tile: str, trained: set[str]) -> float:
@@ -188,7 +138,7 @@ def shipped_rows(pairs: pd.DataFrame) -> list[dict]:
 
 def summary(pairs: pd.DataFrame) -> dict:
     split = pd.read_csv(TILES, dtype={"id": str}).set_index("id")["split"]
-    group = groups(pairs, list(split.index))
+    group = overlap_groups(pairs, list(split.index))
     biggest = group[group == 0].index
     sizes = group.value_counts()
     return {
@@ -253,7 +203,8 @@ def main() -> None:
     if not (args.report or args.check):
         if not SOURCE.is_dir():
             raise SystemExit(f"{SOURCE}: the source tiles are needed to find the pairs")
-        find_pairs(load_gray(SOURCE)).to_csv(PAIRS, index=False)
+        cfg = OverlapConfig(scale=1 / SCALE, min_ncc=MIN_NCC, min_shared=MIN_SHARED)
+        find_overlaps(load_gray(SOURCE), cfg).to_csv(PAIRS, index=False)
     print(json.dumps(report(check=args.check), indent=2))
 
 

@@ -123,17 +123,26 @@ def import_data(
         None, "--class", help="geojson: keep this QuPath class only"
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
+    group_overlaps: bool = typer.Option(
+        False, "--group-overlaps", help="find images that share pixels; one fold per group"
+    ),
 ) -> None:
     """Convert annotated images (masks, polygon JSON or QuPath GeoJSON) into train.csv (RLE)
     and train_images/, validated by the data contract; nothing is written on error."""
     from ftuseg.data.importer import ImportDefaults, import_dataset
+    from ftuseg.data.overlap import OverlapConfig
 
     defaults = ImportDefaults(organ, pixel_size, thickness, data_source)
     table = import_dataset(
-        fmt, images, annotations, out, defaults, meta, suffix, class_name, overwrite
-    )
+        fmt, images, annotations, out, defaults, meta, suffix, class_name, overwrite,
+        OverlapConfig() if group_overlaps else None,
+    )  # fmt: skip
     organs = ", ".join(f"{o} {n}" for o, n in table["organ"].value_counts().items())
     typer.echo(f"{out}: {len(table)} images imported ({organs})")
+    if group_overlaps:
+        shared = int(table["group"].notna().sum()) if "group" in table.columns else 0
+        typer.echo(f"{shared} of them share pixels with another (pairs: {out}/overlaps.csv); "
+                   "each group of them will keep to one fold")  # fmt: skip
     # Own tiles are already in the stain they will be predicted in: the own-data profile skips
     # the default preset's HPA recolouring (docs/own-data.md says why, with the measures).
     typer.echo(f"train on them: dvc exp run -S profile=own-data -S data.raw_dir={out}")

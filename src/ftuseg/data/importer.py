@@ -41,6 +41,7 @@ from ftuseg.data.contract import (
     to_rgb_uint8,
     write_image,
 )
+from ftuseg.data.overlap import OverlapConfig, find_overlaps, overlap_groups, thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +202,12 @@ def import_dataset(
     suffix: str = "",
     class_name: str | None = None,
     overwrite: bool = False,
+    group_overlaps: OverlapConfig | None = None,
 ) -> pd.DataFrame:
     """Convert a folder of annotated images into the competition layout at ``out_dir``;
-    returns the written ``train.csv`` table."""
+    returns the written ``train.csv`` table. With ``group_overlaps``, images that share pixels
+    are found (:mod:`ftuseg.data.overlap`), given one ``group`` each and listed in
+    ``overlaps.csv``."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     out_dir = Path(out_dir)
@@ -214,7 +218,9 @@ def import_dataset(
     extra = sorted(set(meta) - {i for i, _, _ in pairs})
     if extra:
         raise DataError(f"{meta_csv}: row(s) for id(s) without an image: {extra[:5]}")
-    rows, negatives = [], []
+    if group_overlaps and any(GROUP in m for m in meta.values()):
+        raise DataError(f"{meta_csv}: groups given and asked to be found; choose one")
+    rows, negatives, thumbs = [], [], {}
     with atomic_path(out_dir, is_dir=True) as tmp:
         (tmp / "train_images").mkdir()
         for image_id, image_path, annotation in track(pairs, description=f"import {fmt}"):
@@ -224,6 +230,8 @@ def import_dataset(
             if not mask.any():  # a negative tile: kept, with an empty RLE
                 negatives.append(image_id)
             write_image(tmp / "train_images" / f"{image_id}.tiff", img)
+            if group_overlaps:
+                thumbs[image_id] = thumbnail(img, group_overlaps.scale)
             rows.append({
                 "id": image_id, "organ": values["organ"], "data_source": values["data_source"],
                 "img_height": img.shape[0], "img_width": img.shape[1],
@@ -231,6 +239,8 @@ def import_dataset(
                 "tissue_thickness": float(values["tissue_thickness"]), "rle": rle.encode(mask),
                 GROUP: values.get(GROUP),
             })  # fmt: skip
+        if group_overlaps:
+            found_groups(rows, thumbs, group_overlaps, tmp / "overlaps.csv")
         grouped = any(r[GROUP] is not None for r in rows)
         table = pd.DataFrame(rows, columns=[*TEST_COLUMNS, "rle", *([GROUP] if grouped else [])])
         table.to_csv(tmp / "train.csv", index=False)
@@ -238,3 +248,18 @@ def import_dataset(
     if negatives:
         log.info("%d image(s) without FTUs, kept as negatives: %s", len(negatives), negatives[:10])
     return table
+
+
+def found_groups(rows: list[dict], thumbs: dict, cfg: OverlapConfig, pairs_csv: Path) -> None:
+    """Each image that shares pixels with another gets its overlap group (``overlap-<k>``);
+    the pairs are written to ``pairs_csv``."""
+    pairs = find_overlaps(thumbs, cfg)
+    pairs.to_csv(pairs_csv, index=False)
+    groups = overlap_groups(pairs, [r["id"] for r in rows])
+    sizes = groups.value_counts()
+    for r in rows:
+        g = groups[r["id"]]
+        r[GROUP] = f"overlap-{g}" if sizes[g] > 1 else None
+    shared = int((groups.map(sizes) > 1).sum())
+    log.info("%d of %d images share pixels with another (%d pairs, %d groups): one fold per "
+             "group", shared, len(rows), len(pairs), int((sizes > 1).sum()))  # fmt: skip
