@@ -109,11 +109,12 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     "lab-t05-long-tta": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *LONG, *TTA),
         "`lab-t05-long` with four flips/rotations averaged at inference, validated every 5th "
-        "epoch: the `kidney-real` profile as shipped",
+        "epoch: the `kidney-real` profile until `lab-t05-80-tta` (the shipped model's recipe)",
     ),
     "lab-t05-80-tta": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *LONG, *TTA, *HOUR),
-        "`lab-t05-long-tta` at 80 epochs instead of 60 (the rest of the hour)",
+        "`lab-t05-long-tta` at 80 epochs instead of 60 (the rest of the hour): the `kidney-real` "
+        "profile now",
     ),
     "lab-t05-full-2um": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *FULL, *FINE),
