@@ -32,23 +32,21 @@ import numpy as np
 import pandas as pd
 from experiments import ROOT, interval_text, rounded, table_args, write_tables
 from glas_gap import bootstrap
-from kidney_study import METHODS
+from kidney_labels import TILES_CSV as SHIPPED
+from kidney_study import ARCHIVE as RUNS
+from kidney_study import METHODS, SOURCE, split
 from scipy import stats
 
 from ftuseg.data.overlap import OverlapConfig, find_overlaps, overlap_groups, thumbnail
+from ftuseg.data.real_tiles import ID_PREFIX
 
-SOURCE = ROOT.parent / "shared" / "kidney-train"
-TILES = ROOT / "src" / "ftuseg" / "assets" / "kidney_pas" / "tiles.csv"
 RESULTS = ROOT / "research" / "results"
 PAIRS = RESULTS / "kidney_overlap_pairs.csv"
-RUNS = RESULTS / "kidney_runs.csv"
-SHIPPED = RESULTS / "kidney_labels_tiles.csv"
 TABLE = RESULTS / "kidney_overlap"
 SCALE = 4  # tiles searched at a quarter of their resolution (1600×1200 -> 400×300)
 SHAPE = (1200, 1600)  # every source tile (README), height × width
 MIN_NCC = 0.95  # the same pixels (1.00 at every pair found); serial sections reach ≈ 0.85
 MIN_SHARED = 0.05  # of a tile's area
-BUNDLE_PREFIX = "hubmap_pas_"  # the bundle's ids; the source's (and the study's) are train_<n>
 
 
 def load_gray(source: Path) -> dict[str, np.ndarray]:
@@ -123,10 +121,9 @@ def oof_rows(pairs: pd.DataFrame) -> list[dict]:
 def shipped_rows(pairs: pd.DataFrame) -> list[dict]:
     """The shipped model on its validation and held-out tiles, split by what it trained on."""
     tiles = pd.read_csv(SHIPPED, dtype={"id": str})
-    tiles["id"] = "train_" + tiles["id"].str.removeprefix(BUNDLE_PREFIX)
-    split = pd.read_csv(TILES, dtype={"id": str}).set_index("id")["split"]
+    tiles["id"] = "train_" + tiles["id"].str.removeprefix(ID_PREFIX)
     val = set(tiles.loc[tiles["set"] == "validation", "id"])
-    trained = set(split.index[split == "train"]) - val
+    trained = {t for t, s in split().items() if s == "train"} - val
     dice = (2 * tiles["pt"] / (tiles["p"] + tiles["t"])).set_axis(tiles["id"])
     seen = pd.Series({t: seen_share(pairs, t, trained) for t in tiles["id"]})
     rows = []
@@ -137,17 +134,17 @@ def shipped_rows(pairs: pd.DataFrame) -> list[dict]:
 
 
 def summary(pairs: pd.DataFrame) -> dict:
-    split = pd.read_csv(TILES, dtype={"id": str}).set_index("id")["split"]
-    group = overlap_groups(pairs, list(split.index))
+    split_of = pd.Series(split())
+    group = overlap_groups(pairs, list(split_of.index))
     biggest = group[group == 0].index
     sizes = group.value_counts()
     return {
-        "pairs": len(pairs), "tiles": len(split),
+        "pairs": len(pairs), "tiles": len(split_of),
         "shifts": sorted(set(pairs[["dy", "dx"]].abs().itertuples(index=False, name=None))),
-        "largest_group": {"tiles": len(biggest), **split[biggest].value_counts().to_dict()},
+        "largest_group": {"tiles": len(biggest), **split_of[biggest].value_counts().to_dict()},
         "groups_of_several": int((sizes > 1).sum()),
         "alone": {"tiles": int((sizes == 1).sum()),
-                  **split[group.map(sizes) == 1].value_counts().to_dict()},
+                  **split_of[group.map(sizes) == 1].value_counts().to_dict()},
     }  # fmt: skip
 
 
