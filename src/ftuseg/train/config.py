@@ -60,7 +60,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch; 0 = all cores
     device: str = "auto"
     precision: str = "fp16"  # autocast on CUDA: fp16 (with loss scaling) | bf16 | fp32
-    channels_last: bool = True  # NHWC activations on CUDA (tensor-core friendly convolutions)
+    channels_last: bool = True  # NHWC weights and activations: faster convolutions on CPU and CUDA
     cudnn_benchmark: bool = True  # let cuDNN time its kernels for the crop size (CUDA only)
     resume: bool = True  # continue an interrupted run from its persisted state
     nproc: int = 1  # processes (DDP under torchrun): NCCL on GPU, gloo on CPU

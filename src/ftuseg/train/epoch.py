@@ -41,7 +41,7 @@ def train_epoch(
     """
     losses: list[float] = []
     parts_sum: dict[str, float] = {}
-    memory = torch.channels_last if runtime.cuda and cfg.channels_last else torch.contiguous_format
+    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     opt.optimizer.zero_grad(set_to_none=True)
     batches = len(loader)
     if cfg.max_steps:  # the batches of the updates left under the cap, no more

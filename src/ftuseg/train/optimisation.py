@@ -84,7 +84,7 @@ def prepare_model(
     if runtime.info.enabled and runtime.cuda and cfg.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(runtime.device)
-    if runtime.cuda and cfg.channels_last:
+    if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if not runtime.info.enabled:
         return model, model
