@@ -59,7 +59,7 @@ bench: setup  ## speed benchmarks against named baselines
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/stain.py
-	$(BIN)/python benchmarks/models.py
+	$(BIN)/python benchmarks/models.py --json benchmarks/results/models.json
 	$(BIN)/python benchmarks/loader.py --json benchmarks/results/loader.json
 	$(BIN)/python benchmarks/ensemble.py --json benchmarks/results/ensemble.json
 	$(BIN)/python benchmarks/cpu_pin.py --json benchmarks/results/cpu_pin.json

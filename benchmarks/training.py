@@ -23,8 +23,10 @@ import torch
 
 from ftuseg.data.prepare import PrepareConfig, prepare
 from ftuseg.data.sample import SampleConfig, generate
-from ftuseg.train.config import TrainConfig
+from ftuseg.train.config import RunDirs, TrainConfig
+from ftuseg.train.inputs import TrainData
 from ftuseg.train.loop import train_fold
+from ftuseg.train.resume import STATE_JSON
 
 MODEL = {
     "arch": "smp_unet",
@@ -48,24 +50,34 @@ def main() -> None:
         generate(root / "raw", SampleConfig(train_per_organ=2, test_per_organ=0, field_um=160))
         prepare(root / "raw", root / "prep", PrepareConfig(um_per_px=4.0, n_folds=2))
 
+        data = TrainData(root / "prep", root / "raw" / "train.csv", 4.0)
+
         def single(out: Path, c: TrainConfig, state: Path | None = None) -> float:
             start = time.perf_counter()
-            train_fold(root / "prep", "unet", MODEL, 0, c, 4.0, out / "ckpt", out / "live", state)
+            train_fold(data, "unet", MODEL, 0, c, RunDirs(out / "ckpt", out / "live", state))
             return time.perf_counter() - start
 
         t_one = single(root / "one", cfg)
+        # The same run in another process: train_fold from a JSON payload (prepared folder,
+        # raw train.csv, model, train config, output folder, state folder or null).
         script = root / "ddp.py"
         script.write_text(
-            "import json, sys\nfrom ftuseg.train.loop import TrainConfig, train_fold\n"
-            "p, m, c, out = json.loads(sys.argv[1])\n"
-            "train_fold(p, 'unet', m, 0, TrainConfig(**c), 4.0, out + '/ckpt', out + '/live')\n"
+            "import json, sys\nfrom pathlib import Path\n"
+            "from ftuseg.train.config import RunDirs, TrainConfig\n"
+            "from ftuseg.train.inputs import TrainData\nfrom ftuseg.train.loop import train_fold\n"
+            "p, csv, m, c, out, state = json.loads(sys.argv[1])\n"
+            "dirs = RunDirs(Path(out, 'ckpt'), Path(out, 'live'), state and Path(state))\n"
+            "train_fold(TrainData(Path(p), Path(csv), 4.0), 'unet', m, 0, TrainConfig(**c), dirs)\n"
         )
-        payload = json.dumps(
-            [str(root / "prep"), MODEL, replace(cfg, threads=1).__dict__, str(root / "two")]
-        )
+
+        def payload(c: TrainConfig, out: Path, state: Path | None = None) -> str:
+            return json.dumps([str(data.prepared), str(data.train_csv), MODEL, c.__dict__,
+                               str(out), state and str(state)])  # fmt: skip
+
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), payload],
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+             str(script), payload(replace(cfg, threads=1), root / "two")],
             check=True, capture_output=True,
         )  # fmt: skip
         t_two = time.perf_counter() - start
@@ -75,12 +87,10 @@ def main() -> None:
         t_full = single(root / "full", cfg, root / "full_state")
         interrupted, istate = root / "interrupted", root / "istate"
         proc = subprocess.Popen(
-            [sys.executable, "-c", script.read_text().replace("4.0, out + '/ckpt', out + '/live')",
-                                                              "4.0, out + '/ckpt', out + '/live', out + '/../istate')"),
-             json.dumps([str(root / "prep"), MODEL, cfg.__dict__, str(interrupted)])],
+            [sys.executable, str(script), payload(cfg, interrupted, istate)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        state_json = istate / "state.json"
+        state_json = istate / STATE_JSON
         while proc.poll() is None:
             if (
                 state_json.is_file()

@@ -150,13 +150,15 @@ def models_section() -> str:
             r["crop"],
             r["s_per_image"],
             round(r["s_per_image"] / base, 2),
+            round(r["nchw_s_per_image"] / r["s_per_image"], 2),
         ]
         for r in d["rows"]
     ]
     return "\n\n".join([
         f"### Architectures (`benchmarks/models.py`): CPU forward+backward, baseline "
         f"{' '.join(d['baseline'])}",
-        table(["model", "size", "params M", "crop", "s/image", "× baseline"], rows),
+        table(["model", "size", "params M", "crop", "s/image (NHWC)", "× baseline",
+               "NCHW ÷ NHWC"], rows),  # fmt: skip
         "Their OOF Dice on the sample: [research/](../research/README.md#architectures).",
     ])  # fmt: skip
 

@@ -110,6 +110,31 @@ def test_tta_of_an_equivariant_model_changes_nothing(tissue):
     np.testing.assert_array_equal(plain.predict_scaled(image, 0.4), tta.predict_scaled(image, 0.4))
 
 
+def test_nhwc_inference_feeds_nhwc_and_predicts_what_nchw_does(tissue):
+    """``channels_last``: weights and every TTA view NHWC (a rotation's strides are not), the
+    probabilities those of the NCHW engine up to float rounding."""
+    config = {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [16, 8, 8, 8, 8]}
+    probs, layouts = {}, {False: set(), True: set()}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = build_model(config)
+        model.register_forward_pre_hook(
+            lambda _, args, seen=layouts[channels_last]: seen.add(
+                args[0].is_contiguous(memory_format=torch.channels_last)
+            )
+        )
+        cfg = InferenceConfig(tile_size=64, tta=(0, 1, 2, 5), channels_last=channels_last)
+        predictor = Predictor([Member(model, 1.0)], 0.4, cfg)
+        weight = next(m.weight for m in model.modules() if isinstance(m, nn.Conv2d))
+        assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+        probs[channels_last] = predictor.predict_member(
+            predictor.members[0], torch.from_numpy(tissue[:100, :90]).permute(2, 0, 1)
+        )
+    assert layouts == {True: {True}, False: {False}}
+    np.testing.assert_allclose(probs[True], probs[False], atol=1e-5)
+    assert probs[True].std() > 1e-3  # an untrained net still varies over the tissue
+
+
 def test_bad_engine_settings_are_refused():
     for bad in (
         {"overlap": 1.0},

@@ -25,9 +25,11 @@ from ftuseg.domain.normalize import NormalizeConfig
 from ftuseg.ensemble.oof import run_oof
 from ftuseg.models import build_model
 from ftuseg.models.checkpoint import load_checkpoint
-from ftuseg.train.config import RunDirs, TrainConfig, split_ids
+from ftuseg.train.config import RunDirs, Runtime, TrainConfig, split_ids
+from ftuseg.train.distributed import DistInfo
 from ftuseg.train.inputs import TrainData, image_files, input_files
 from ftuseg.train.loop import train_fold
+from ftuseg.train.optimisation import prepare_model
 from ftuseg.train.resume import TrainingState, inputs_digest, load_state, restore, save_state
 
 MODEL = {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [16, 8, 8, 8, 8]}
@@ -110,6 +112,32 @@ def test_data_loader_workers_change_nothing(prepared, first, tmp_path):
     run(prepared, tmp_path, TrainConfig(**{**CFG.__dict__, "num_workers": 2}))
     for rel in ("ckpt/model.safetensors", "live/plots/metrics/train/loss.tsv"):
         assert (out / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
+
+
+@pytest.mark.slow
+def test_nchw_training_follows_the_nhwc_run_up_to_float_rounding(prepared, first, tmp_path):
+    """``channels_last`` (the default, CPU too) changes the convolutions' memory layout, not
+    what is learnt: the NCHW run's losses stay within rounding of the NHWC run's, and both
+    checkpoints hold plain contiguous tensors."""
+    cpu = Runtime(torch.device("cpu"), DistInfo())
+    for channels_last in (True, False):
+        model, _ = prepare_model(MODEL, replace(CFG, channels_last=channels_last), cpu)
+        weight = next(m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    out, summary = first
+    nchw = run(prepared, tmp_path, replace(CFG, channels_last=False))
+    losses = [
+        pd.read_csv(d / "live/plots/metrics/train/loss.tsv", sep="\t")["loss"]
+        for d in (out, tmp_path)
+    ]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-3)
+    assert nchw["best_val_dice"] == pytest.approx(summary["best_val_dice"], abs=0.01)
+    nhwc_model, _ = load_checkpoint(out / "ckpt")
+    nchw_model, _ = load_checkpoint(tmp_path / "ckpt")
+    for a, b in zip(
+        nhwc_model.state_dict().values(), nchw_model.state_dict().values(), strict=True
+    ):
+        assert a.is_contiguous() and b.is_contiguous()
 
 
 @pytest.mark.slow
