@@ -53,7 +53,7 @@ class InferenceConfig:
     tta: tuple[int, ...] = (0,)  # dihedral transforms, k in 0..7 (see augment.dihedral)
     precision: str = "fp16"  # fp32 | fp16 | bf16; reduced precision applies on CUDA only
     # NHWC weights and tiles: faster convolutions on CPU (oneDNN) and CUDA alike (measured in
-    # benchmarks/training.py); the numbers differ from NCHW only by float rounding.
+    # benchmarks/models.py); the numbers differ from NCHW only by float rounding.
     channels_last: bool = True
     min_component_um2: float = 0.0  # drop predicted components smaller than this area
     device: str = "auto"
