@@ -94,16 +94,21 @@ def split_row(name: str, model: str, dice: pd.Series, seen: pd.Series) -> dict:
     return row
 
 
-def oof_rows(pairs: pd.DataFrame) -> list[dict]:
-    """Each archived study method's OOF (Dice per tile averaged over its seeds), split by what
-    the tile's fold model trained on (the other fold's tiles)."""
-    runs = pd.read_csv(RUNS, dtype={"id": str})
-    oof = runs[runs["kind"] == "oof"].copy()
+def fold_seen(pairs: pd.DataFrame, oof: pd.DataFrame, label: str) -> pd.Series:
+    """Share of each OOF tile's area its fold model trained on (the other folds' tiles). The
+    folds are one method's (a 3-fold method splits otherwise than the 2-fold ones)."""
     folds = oof.groupby("id")["fold"].agg(set)
     if (folds.map(len) != 1).any():
-        raise SystemExit(f"{RUNS.name}: a tile in several folds across runs: the split moved")
+        raise SystemExit(f"{RUNS.name}: {label}: a tile in several folds across seeds")
     fold = folds.map(min)
-    seen = pd.Series({t: seen_share(pairs, t, set(fold.index[fold != f])) for t, f in fold.items()})
+    return pd.Series({t: seen_share(pairs, t, set(fold.index[fold != f])) for t, f in fold.items()})
+
+
+def oof_rows(pairs: pd.DataFrame) -> list[dict]:
+    """Each archived study method's OOF (Dice per tile averaged over its seeds), split by what
+    the tile's fold model trained on."""
+    runs = pd.read_csv(RUNS, dtype={"id": str})
+    oof = runs[runs["kind"] == "oof"].copy()
     oof["method"] = oof["run"].str.removeprefix("kidney-").str.replace(r"-s\d+$", "", regex=True)
     unknown = set(oof["method"]) - set(METHODS)
     if unknown:
@@ -114,7 +119,7 @@ def oof_rows(pairs: pd.DataFrame) -> list[dict]:
         dice = group.groupby("id")["dice"].mean()
         seeds = group["run"].nunique()
         model = f"`{method}` ({seeds} seed{'s' if seeds > 1 else ''})"
-        rows.append(split_row("OOF (90 tiles)", model, dice, seen))
+        rows.append(split_row("OOF (90 tiles)", model, dice, fold_seen(pairs, group, method)))
     return rows
 
 

@@ -129,8 +129,7 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "lab-t05-3f-tta": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *LONG, *TTA, *THREE_FOLDS),
-        "`lab-t05-long-tta` with 3 folds (60 training tiles per model instead of 45) at 55 "
-        "epochs",
+        "`lab-t05-long-tta` with 3 folds (60 training tiles per model instead of 45) at 55 epochs",
     ),
     "lab-t05-full-2um": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *FULL, *FINE),
