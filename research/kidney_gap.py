@@ -74,6 +74,11 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         ("domain=scale", *COPIES, "train.stain_copy_prob=0.5"),
         "the recoloured copies and scale handling (zoom, thickness adaptation) only",
     ),
+    # Kidney is tested on PAS: the H&E half of the copies shows a stain it never meets.
+    "lean-scale-pas": (
+        ("domain=scale", *COPIES, "train.stain_copy_prob=0.5", "stain.augment.targets=[pas]"),
+        "`lean-scale` with every recoloured copy in PAS (none in H&E)",
+    ),
     "nocut": (
         ("domain=all", *COPIES, "augment.cutmix=0", "augment.cutout=0"),
         "the default without cut-mix and cut-out",
