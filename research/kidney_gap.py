@@ -79,6 +79,13 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         ("domain=scale", *COPIES, "train.stain_copy_prob=0.5", "stain.augment.targets=[pas]"),
         "`lean-scale` with every recoloured copy in PAS (none in H&E)",
     ),
+    # A stain-invariant input: every image (rendition, copy, test) reduced to its hematoxylin,
+    # which the rendition keeps; the PAS it replaces is given up in training and test alike.
+    "hematoxylin": (
+        ("domain=scale", "stain.augment.copies=0", THRESHOLDS,
+         "stain.normalize.method=hematoxylin", "stain.normalize.reference=pas"),
+        "scale handling, every image reduced to its hematoxylin (`stain.normalize.method`)",
+    ),  # fmt: skip
     "nocut": (
         ("domain=all", *COPIES, "augment.cutmix=0", "augment.cutout=0"),
         "the default without cut-mix and cut-out",

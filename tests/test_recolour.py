@@ -8,12 +8,14 @@ import pytest
 
 from ftuseg.core.errors import DataError
 from ftuseg.domain.copies import StainAugmentConfig, stain_copies
+from ftuseg.domain.normalize import NormalizeConfig, StainNormalizer
 from ftuseg.domain.optics import glass_corrected, optical_density
 from ftuseg.domain.recolour import (
     HPA_STAINS,
     RecolourConfig,
     Recolourer,
     concentrations,
+    hematoxylin_only,
     recolour_copies,
     target_stains,
 )
@@ -116,3 +118,45 @@ def test_the_pas_target_has_the_stains_of_real_hubmap_pas_tiles():
         found = stain_vectors(tile.image)
         for k in range(2):
             assert cos(found[k], ref[k]) > 0.98, (tile.id, k, found[k], ref[k])
+
+
+def thicker(image: np.ndarray, factor: float) -> np.ndarray:
+    od = glass_corrected(optical_density(image)) * np.float32(factor) + 0.04
+    return np.clip(np.rint(255 * np.exp(-od)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("target", ["he", "pas"])
+def test_hematoxylin_only_is_one_image_whatever_the_counterstain_and_thickness(target):
+    stains = target_stains(target)
+    hpa = hpa_like()
+    recoloured = Recolourer(hpa, dab_share=0.5).render(stains)  # same nuclei, eosin or PAS
+    thick = thicker(recoloured, 1.6)
+    # The inputs differ by tens of levels; their hematoxylin renderings by rounding.
+    assert np.abs(hpa.astype(int) - recoloured).mean() > 15
+    assert np.abs(recoloured.astype(int) - thick).mean() > 15
+    out = [hematoxylin_only(x, stains).astype(int) for x in (hpa, recoloured, thick)]
+    assert np.abs(out[0] - out[1]).mean() < 1.0 and np.abs(out[1] - out[2]).mean() < 1.0
+    # Drawn in the target's hematoxylin alone, at its 99th-percentile concentration.
+    od = glass_corrected(optical_density(out[1].astype(np.uint8)))
+    dense = od.sum(axis=2) > 0.5
+    assert cos(od[dense].mean(axis=0), stains.matrix[0]) > 0.995
+    # A pure hematoxylin pixel's concentration is its density along the (unit) vector.
+    conc = od @ stains.matrix[0]
+    assert np.percentile(conc[od.sum(axis=2) > 0.15], 99) == pytest.approx(
+        stains.max_conc[0], rel=0.05
+    )
+
+
+def test_the_hematoxylin_normaliser_needs_a_bundled_reference_and_names_blank_images(tmp_path):
+    normalizer = StainNormalizer(NormalizeConfig(method="hematoxylin", reference="pas"))
+    assert normalizer.enabled
+    np.testing.assert_array_equal(
+        normalizer(hpa_like()), hematoxylin_only(hpa_like(), target_stains("pas"))
+    )
+    blank = np.full((64, 64, 3), 245, np.uint8)
+    with pytest.raises(DataError, match=r"blank\.tiff: no tissue found"):
+        normalizer(blank, "blank.tiff")
+    keep = StainNormalizer(NormalizeConfig(method="hematoxylin", no_tissue="keep"))
+    np.testing.assert_array_equal(keep(blank, "blank.tiff"), blank)
+    with pytest.raises(DataError, match="must be he or pas"):
+        NormalizeConfig(method="hematoxylin", reference=str(tmp_path / "ref.png"))

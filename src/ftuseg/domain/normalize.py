@@ -29,15 +29,15 @@ from ftuseg.domain.references import deterministic, numpy_global_seed, reference
 log = logging.getLogger(__name__)
 
 NO_TISSUE_POLICIES = ("error", "keep")
-NORMALIZE_METHODS = ("none", "od", "vahadane", "macenko", "reinhard")
+NORMALIZE_METHODS = ("none", "od", "hematoxylin", "vahadane", "macenko", "reinhard")
 
 
 @dataclass(frozen=True)
 class NormalizeConfig:
     """The ``stain.normalize`` settings; stored in checkpoints so inference repeats them."""
 
-    # none | od (optical density scaled to the reference's: thickness) | vahadane | macenko |
-    # reinhard
+    # none | od (optical density scaled to the reference's: thickness) | hematoxylin (the
+    # hematoxylin alone, drawn in the reference's) | vahadane | macenko | reinhard
     method: str = "none"
     reference: str = "he"  # he | pas | an image path
     luminosity: bool = True  # staintools' LuminosityStandardizer (vahadane, macenko, reinhard)
@@ -50,6 +50,11 @@ class NormalizeConfig:
             raise DataError(
                 f"stain.normalize.method must be one of {', '.join(NORMALIZE_METHODS)}, "
                 f"not {self.method!r}"
+            )
+        if self.method == "hematoxylin" and self.reference not in ("he", "pas"):
+            raise DataError(
+                "stain.normalize.method hematoxylin unmixes with a bundled reference's stains: "
+                f"stain.normalize.reference must be he or pas, not {self.reference!r}"
             )
         if self.no_tissue not in NO_TISSUE_POLICIES:
             raise DataError(
@@ -69,7 +74,13 @@ class StainNormalizer:
         self.cfg = cfg
         self._normalizer = None
         self._density: float | None = None
+        self._hematoxylin = None
         if cfg.method == "none":
+            return
+        if cfg.method == "hematoxylin":
+            from ftuseg.domain.recolour import target_stains
+
+            self._hematoxylin = target_stains(cfg.reference)
             return
         if cfg.method == "od":
             from ftuseg.domain.optics import tissue_density_top
@@ -99,9 +110,17 @@ class StainNormalizer:
 
     @property
     def enabled(self) -> bool:
-        return self._normalizer is not None or self._density is not None
+        return any(x is not None for x in (self._normalizer, self._density, self._hematoxylin))
 
     def __call__(self, image: np.ndarray, label: str = "image") -> np.ndarray:
+        if self._hematoxylin is not None:
+            from ftuseg.domain.optics import NoTissueError
+            from ftuseg.domain.recolour import hematoxylin_only
+
+            try:
+                return hematoxylin_only(image, self._hematoxylin, label)
+            except NoTissueError:
+                return self._without_tissue(image, label, "keep its hematoxylin")
         if self._density is not None:
             from ftuseg.domain.optics import NoTissueError, standardize_density
 

@@ -30,6 +30,7 @@ from ftuseg.domain.optics import (
     MIN_TISSUE_PIXELS,
     PERCENTILE,
     TISSUE_OD,
+    NoTissueError,
     glass_corrected,
     optical_density,
     tissue_mask,
@@ -164,3 +165,29 @@ def recolour_copies(
         scale = rng.uniform(1.0 - cfg.sigma, 1.0 + cfg.sigma, size=2)
         out.append(source.render(target, scale))
     return out
+
+
+def hematoxylin_only(image: np.ndarray, target: TargetStains, label: str = "image") -> np.ndarray:
+    """``image`` reduced to its hematoxylin, drawn in ``target``'s hematoxylin at the target's
+    99th-percentile concentration: one rendering whatever the counterstain (HPA's DAB, eosin,
+    PAS), the lab's staining strength or the section's thickness.
+
+    Every pixel's optical density is unmixed into the target's hematoxylin and counterstain and
+    the HPA DAB (three directions span RGB optical density, so the split is exact for those
+    stains); the counterstain and DAB are dropped. Nuclei and their density are what every
+    stain of the competition shares; what only the counterstain shows (PAS basement membranes,
+    eosin's cytoplasm) is given up for it. A NoTissueError names ``label`` when the image has
+    no tissue."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise DataError(f"{label}: expected an (H, W, 3) uint8 RGB image")
+    od = glass_corrected(optical_density(np.ascontiguousarray(image)))
+    tissue = tissue_mask(od)
+    if np.count_nonzero(tissue) < MIN_TISSUE_PIXELS:
+        raise NoTissueError(f"{label}: no tissue found (optical density)")
+    basis = np.stack([target.matrix[0], target.matrix[1], HPA_STAINS[1]])
+    hematoxylin = concentrations(od, basis)[..., 0]
+    top = max(float(np.percentile(hematoxylin[tissue], PERCENTILE)), 1e-3)
+    # RGB = 255 · exp(-c · v_h), c rescaled so the image's 99th percentile is the target's.
+    gain = -(target.matrix[0] * (target.max_conc[0] / top)).astype(np.float32)
+    affine = np.concatenate([gain[:, None], np.full((3, 1), np.log(255.0), np.float32)], axis=1)
+    return cv2.convertScaleAbs(cv2.exp(cv2.transform(hematoxylin[..., None], affine)))
