@@ -82,8 +82,13 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # A stain-invariant input: every image (rendition, copy, test) reduced to its hematoxylin,
     # which the rendition keeps; the PAS it replaces is given up in training and test alike.
     "hematoxylin": (
-        ("domain=scale", "stain.augment.copies=0", THRESHOLDS,
-         "stain.normalize.method=hematoxylin", "stain.normalize.reference=pas"),
+        (
+            "domain=scale",
+            "stain.augment.copies=0",
+            THRESHOLDS,
+            "stain.normalize.method=hematoxylin",
+            "stain.normalize.reference=pas",
+        ),
         "scale handling, every image reduced to its hematoxylin (`stain.normalize.method`)",
     ),  # fmt: skip
     "nocut": (
