@@ -88,21 +88,33 @@ DEFAULT = "recolour"  # the `all` preset (conf/domain/all.yaml), the pipeline's 
 
 
 def paired(
-    suffix: str, overrides: tuple[str, ...], about: str, same_about: str, budget: bool = False
+    suffix: str,
+    overrides: tuple[str, ...],
+    about: str,
+    same_about: str,
+    budget: bool = False,
+    baseline: str = DEFAULT,
 ) -> tuple[Method, Method]:
     """``recolour-<suffix>`` (the default plus ``overrides``) and its denominator
     ``same-stain-<suffix>``, trained on the real H&E with the very same recipe. A recipe
-    variant is also compared with the default itself; a ``budget`` variant is a default of its
-    own (the default's cross-stain Dice at another budget is no baseline)."""
+    variant is also compared with ``baseline`` (the default itself unless named); a ``budget``
+    variant is a default of its own (the default's cross-stain Dice at another budget is no
+    baseline)."""
     recipe = ("domain=all", "stain.augment.method=recolour", *overrides)
     same = f"same-stain-{suffix}"
-    base = None if budget else DEFAULT
+    base = None if budget else baseline
     return (
         Method(f"recolour-{suffix}", "hpa", recipe, about, denominator=same, baseline=base),
         Method(same, "he", recipe, same_about, denominator=same),
     )
 
 
+HEMATOXYLIN = (
+    "domain=scale",
+    "stain.augment.copies=0",
+    "stain.normalize.method=hematoxylin",
+    "stain.normalize.reference=he",
+)
 # Does the gap close with training? 3× COMMON's crops (replaces its epochs and crops per image).
 BUDGET_X3 = ("train.epochs=15", "train.samples_per_image=4")
 METHODS = {
@@ -211,6 +223,16 @@ METHODS = {
             ("domain=scale", "train.stain_copy_prob=0.5"),
             "the recoloured copies and scale handling (zoom, thickness adaptation) only",
             "same stain with the lean-scale recipe (recolour-lean-scale's denominator)",
+        ),
+        # A stain-invariant input: every image reduced to its hematoxylin (the rendition keeps
+        # it); no copies to recolour. Compared with today's default, recolour-lean-scale.
+        *paired(
+            "hematoxylin",
+            HEMATOXYLIN,
+            "scale handling, every image reduced to its hematoxylin (`stain.normalize.method`)",
+            "same stain, every image reduced to its hematoxylin (recolour-hematoxylin's "
+            "denominator)",
+            baseline="recolour-lean-scale",
         ),
         # Cut-mix and cut-out change no colour: do they only cost in-domain Dice (the ceiling)?
         *paired(
