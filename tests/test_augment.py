@@ -4,7 +4,7 @@ stage is deterministic, normalisation moves colours toward the reference."""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import cv2
 import numpy as np
@@ -398,3 +398,37 @@ def test_table_based_colour_transforms_match_their_float_definitions():
     )
     edges = add_noise(np.array([[[0, 255, 5]]], np.uint8).repeat(50, 1), 0.1, rng)
     assert edges[..., 1].min() >= 229 and edges[..., 0].max() <= 26  # saturates, never wraps
+
+
+def test_per_organ_references_in_the_stage_and_at_inference(prepared, tmp_path):
+    """With ``organ_references`` each image is normalised with its organ's reference, in the
+    normalize stage (organ from the prepared index) and at inference (organ given); an image of
+    unknown organ is refused rather than given the default reference."""
+    from ftuseg.data.prepare import read_index
+    from ftuseg.infer.engine import Predictor
+    from ftuseg.models import build_model
+    from ftuseg.models.checkpoint import save_checkpoint
+
+    index = read_index(prepared)
+    kidney = str(index["organ"].iloc[0])
+    cfg = NormalizeConfig(method="hematoxylin", reference="he", organ_references={kidney: "pas"})
+    run_normalize_stage(prepared, None, tmp_path / "norm", cfg)
+    images, _ = normalized_files(tmp_path / "norm", cfg, index["id"].tolist(), False)
+    by_ref = {r: StainNormalizer(NormalizeConfig(method="hematoxylin", reference=r)) for r in ("he", "pas")}  # fmt: skip
+    assert index["organ"].nunique() > 1
+    for row in index.itertuples():
+        image, _ = load_prepared(prepared, row.id)
+        expected = by_ref["pas" if row.organ == kidney else "he"](image)
+        np.testing.assert_array_equal(np.load(images[row.id]), expected)
+    image, _ = load_prepared(prepared, index["id"].iloc[0])
+    # The two references' hematoxylin differ in colour: the test can tell them apart.
+    assert np.abs(by_ref["he"](image).astype(int) - by_ref["pas"](image)).mean() > 2
+
+    arch = {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [8] * 5}
+    meta = {"model_cfg": arch, "crop_size": 96, "um_per_px": 2.0}
+    save_checkpoint(tmp_path / "ckpt", build_model(arch), {**meta, "stain_normalize": asdict(cfg)})
+    predictor = Predictor.from_checkpoints([(tmp_path / "ckpt", 1.0)])
+    np.testing.assert_array_equal(predictor.scaled_input(image, 2.0, kidney), by_ref["pas"](image))
+    np.testing.assert_array_equal(predictor.scaled_input(image, 2.0, "lung"), by_ref["he"](image))
+    with pytest.raises(DataError, match="organ is needed"):
+        predictor.predict_scaled(image, 2.0)

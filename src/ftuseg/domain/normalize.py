@@ -7,7 +7,8 @@ stain copy (a cached DVC output that training memory-maps)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,21 @@ from ftuseg.core.layout import (
 )
 from ftuseg.core.utils import atomic_path, read_json, write_json
 from ftuseg.data.prepare import read_index
-from ftuseg.domain.references import deterministic, numpy_global_seed, reference_image
+from ftuseg.domain.optics import NoTissueError
+from ftuseg.domain.references import (
+    REFERENCES,
+    deterministic,
+    numpy_global_seed,
+    reference_image,
+)
 
 log = logging.getLogger(__name__)
 
 NO_TISSUE_POLICIES = ("error", "keep")
 NORMALIZE_METHODS = ("none", "od", "hematoxylin", "vahadane", "macenko", "reinhard")
+
+
+BUNDLED_ONLY = ("hematoxylin",)  # methods that unmix with a bundled reference's stain vectors
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,9 @@ class NormalizeConfig:
     # hematoxylin alone, drawn in the reference's) | vahadane | macenko | reinhard
     method: str = "none"
     reference: str = "he"  # he | pas | an image path
+    # Per organ, another reference than ``reference`` (e.g. {kidney: pas}: HuBMAP's kidney is
+    # PAS, its other organs H&E); images are then normalised knowing their organ.
+    organ_references: dict[str, str] = field(default_factory=dict)
     luminosity: bool = True  # staintools' LuminosityStandardizer (vahadane, macenko, reinhard)
     # An image in which staintools finds no tissue has no stain to normalise: "error" stops
     # with the image's name; "keep" passes it on un-normalised (with a warning naming it).
@@ -51,20 +64,87 @@ class NormalizeConfig:
                 f"stain.normalize.method must be one of {', '.join(NORMALIZE_METHODS)}, "
                 f"not {self.method!r}"
             )
-        if self.method == "hematoxylin" and self.reference not in ("he", "pas"):
-            raise DataError(
-                "stain.normalize.method hematoxylin unmixes with a bundled reference's stains: "
-                f"stain.normalize.reference must be he or pas, not {self.reference!r}"
-            )
+        if self.method in BUNDLED_ONLY:
+            for name in self.references():
+                if name not in REFERENCES:
+                    raise DataError(
+                        f"stain.normalize.method {self.method} unmixes with a bundled "
+                        f"reference's stains: its references must be he or pas, not {name!r}"
+                    )
         if self.no_tissue not in NO_TISSUE_POLICIES:
             raise DataError(
                 f"stain.normalize.no_tissue must be one of {', '.join(NO_TISSUE_POLICIES)}, "
                 f"not {self.no_tissue!r}"
             )
 
+    def references(self) -> list[str]:
+        """Every reference in use: the default one and the per-organ ones."""
+        return sorted({self.reference, *self.organ_references.values()})
+
+    def reference_for(self, organ: str | None, label: str = "image") -> str:
+        """The reference of an image of ``organ``; without per-organ references any organ's
+        (also an unknown one), with them the organ must be known."""
+        if not self.organ_references:
+            return self.reference
+        if organ is None:
+            raise DataError(
+                f"{label}: stain.normalize.organ_references is set, so the image's organ is "
+                "needed to pick its stain reference (give the organ)"
+            )
+        return self.organ_references.get(organ, self.reference)
+
+
+Fitted = Callable[[np.ndarray, str], np.ndarray]
+
+
+def _fit(cfg: NormalizeConfig, reference: str) -> Fitted:
+    """``cfg.method`` fitted to one reference: a function (image, label) -> image that raises
+    NoTissueError or staintools' TissueMaskException on an image without tissue."""
+    if cfg.method == "od":
+        from ftuseg.domain.optics import standardize_density, tissue_density_top
+
+        top = tissue_density_top(reference_image(reference), f"stain reference {reference!r}")
+        return lambda image, label: standardize_density(image, top, label)
+    if cfg.method == "hematoxylin":
+        from ftuseg.domain.recolour import hematoxylin_only, target_stains
+
+        stains = target_stains(reference)
+        return lambda image, label: hematoxylin_only(image, stains, label)
+    import staintools
+    from staintools.miscellaneous.exceptions import TissueMaskException
+
+    target = reference_image(reference)
+    if cfg.luminosity:
+        target = staintools.LuminosityStandardizer.standardize(target)
+    if cfg.method == "reinhard":
+        normalizer = staintools.ReinhardColorNormalizer()
+    else:
+        normalizer = deterministic(staintools.StainNormalizer(cfg.method), cfg.method)
+    try:
+        normalizer.fit(target)
+    # staintools asserts on bad optical density, raises TissueMaskException without tissue
+    except (AssertionError, ValueError, TissueMaskException) as exc:
+        raise DataError(
+            f"stain reference {reference!r}: staintools cannot fit {cfg.method} to it "
+            f"({exc}); vahadane and reinhard fit both bundled references"
+        ) from None
+
+    def transform(image: np.ndarray, label: str) -> np.ndarray:
+        src = np.ascontiguousarray(image, dtype=np.uint8)
+        if cfg.luminosity:
+            src = staintools.LuminosityStandardizer.standardize(src)
+        try:
+            with numpy_global_seed(0):
+                return np.clip(normalizer.transform(src), 0, 255).astype(np.uint8)
+        except TissueMaskException:  # the stain extractor's tissue mask is empty
+            raise NoTissueError(f"{label}: no tissue found (staintools)") from None
+
+    return transform
+
 
 class StainNormalizer:
-    """Callable mapping RGB uint8 images onto the reference's stains (identity for ``none``).
+    """Callable mapping RGB uint8 images onto the reference's stains (identity for ``none``);
+    with ``organ_references``, onto the reference of the image's organ.
 
     An image without detectable tissue (staintools finds an empty tissue mask) is an error
     naming ``label``, or with ``no_tissue: keep`` returned unchanged with a warning.
@@ -72,82 +152,31 @@ class StainNormalizer:
 
     def __init__(self, cfg: NormalizeConfig) -> None:
         self.cfg = cfg
-        self._normalizer = None
-        self._density: float | None = None
-        self._hematoxylin = None
-        if cfg.method == "none":
-            return
-        if cfg.method == "hematoxylin":
-            from ftuseg.domain.recolour import target_stains
-
-            self._hematoxylin = target_stains(cfg.reference)
-            return
-        if cfg.method == "od":
-            from ftuseg.domain.optics import tissue_density_top
-
-            label = f"stain reference {cfg.reference!r}"
-            self._density = tissue_density_top(reference_image(cfg.reference), label)
-            return
-        import staintools
-
-        target = reference_image(cfg.reference)
-        if cfg.luminosity:
-            target = staintools.LuminosityStandardizer.standardize(target)
-        if cfg.method == "reinhard":
-            self._normalizer = staintools.ReinhardColorNormalizer()
-        else:
-            self._normalizer = deterministic(staintools.StainNormalizer(cfg.method), cfg.method)
-        from staintools.miscellaneous.exceptions import TissueMaskException
-
-        try:
-            self._normalizer.fit(target)
-        # staintools asserts on bad optical density, raises TissueMaskException without tissue
-        except (AssertionError, ValueError, TissueMaskException) as exc:
-            raise DataError(
-                f"stain reference {cfg.reference!r}: staintools cannot fit {cfg.method} to it "
-                f"({exc}); vahadane and reinhard fit both bundled references"
-            ) from None
+        self._fitted: dict[str, Fitted] = {}
+        if cfg.method != "none":
+            self._fitted = {name: _fit(cfg, name) for name in cfg.references()}
 
     @property
     def enabled(self) -> bool:
-        return any(x is not None for x in (self._normalizer, self._density, self._hematoxylin))
+        return bool(self._fitted)
 
-    def __call__(self, image: np.ndarray, label: str = "image") -> np.ndarray:
-        if self._hematoxylin is not None:
-            from ftuseg.domain.optics import NoTissueError
-            from ftuseg.domain.recolour import hematoxylin_only
-
-            try:
-                return hematoxylin_only(image, self._hematoxylin, label)
-            except NoTissueError:
-                return self._without_tissue(image, label, "keep its hematoxylin")
-        if self._density is not None:
-            from ftuseg.domain.optics import NoTissueError, standardize_density
-
-            try:
-                return standardize_density(image, self._density, label)
-            except NoTissueError:
-                return self._without_tissue(image, label, "standardise its optical density")
-        if self._normalizer is None:
+    def __call__(
+        self, image: np.ndarray, label: str = "image", organ: str | None = None
+    ) -> np.ndarray:
+        if not self._fitted:
             return image
-        import staintools
-        from staintools.miscellaneous.exceptions import TissueMaskException
-
-        src = np.ascontiguousarray(image, dtype=np.uint8)
-        if self.cfg.luminosity:
-            src = staintools.LuminosityStandardizer.standardize(src)
+        fitted = self._fitted[self.cfg.reference_for(organ, label)]
         try:
-            with numpy_global_seed(0):
-                return np.clip(self._normalizer.transform(src), 0, 255).astype(np.uint8)
-        except TissueMaskException:  # the stain extractor's tissue mask is empty
-            return self._without_tissue(image, label, "normalise its stains")
+            return fitted(image, label)
+        except NoTissueError:  # no tissue to measure or unmix
+            return self._without_tissue(image, label)
 
-    def _without_tissue(self, image: np.ndarray, label: str, what: str) -> np.ndarray:
+    def _without_tissue(self, image: np.ndarray, label: str) -> np.ndarray:
         """The ``no_tissue`` policy: a DataError naming ``label``, or ``image`` as it is."""
         if self.cfg.no_tissue == "error":
             raise DataError(
-                f"{label}: no tissue found, cannot {what} (set stain.normalize.no_tissue: keep "
-                "to pass such images on un-normalised)"
+                f"{label}: no tissue found, cannot apply stain normalisation {self.cfg.method} "
+                "(set stain.normalize.no_tissue: keep to pass such images on un-normalised)"
             ) from None
         log.warning("%s: no tissue found, passed on un-normalised (no_tissue: keep)", label)
         return image
@@ -171,6 +200,7 @@ def run_normalize_stage(
         if normalizer.enabled and stain_dir is not None
         else pd.DataFrame(columns=["id", "copy", "file"])
     )
+    organs = dict(zip(index["id"], index["organ"], strict=True))
     rows = []
     with atomic_path(out_dir, is_dir=True) as tmp:
         write_json(tmp / NORMALIZE_CONFIG_NAME, asdict(cfg))
@@ -183,7 +213,7 @@ def run_normalize_stage(
                 ]
                 for k, source in sources:
                     out = normalized_path(tmp, image_id, None if k < 0 else k)
-                    np.save(out, normalizer(np.load(source), str(source)))
+                    np.save(out, normalizer(np.load(source), str(source), organs[image_id]))
                     rows.append(
                         {"id": image_id, "copy": k, "file": out.relative_to(tmp).as_posix()}
                     )

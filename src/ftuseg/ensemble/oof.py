@@ -56,7 +56,10 @@ def run_oof(
                     row = meta.loc[image_id]
                     truth = row_mask(row, csv_path)
                     img = read_image(image_path(raw_dir, "train", image_id), truth.shape)
-                    q = predictor.predict_scaled(img, row.pixel_size)
+                    # The organ picks the stain reference only: a specialist's OOF is its own.
+                    q = predictor.predict_at_scale(
+                        predictor.scaled_input(img, row.pixel_size, row.organ)
+                    )
                     cv2.imwrite(str(oof_path(tmp, name, image_id)), q)
                     pred = postprocess(
                         to_original(q, truth.shape), 0.5, row.pixel_size, config.min_component_um2

@@ -343,10 +343,17 @@ class Predictor:
     ) -> np.ndarray:
         """Ensemble probability at the training scale, quantised to uint8. With ``organ``,
         specialist members count only on their organs (same arithmetic as :func:`combine`)."""
+        return self.predict_at_scale(self.scaled_input(image, pixel_size, organ), organ)
+
+    def scaled_input(
+        self, image: np.ndarray, pixel_size: float, organ: str | None = None
+    ) -> np.ndarray:
+        """``image`` as the members take it: resampled to the training scale and stain-normalised
+        as they were trained (with the reference of ``organ`` where references are per organ)."""
         scaled = to_scale(image, self.source_pixel_size(pixel_size), self.um_per_px)
         if self.normalize is not None:
-            scaled = self.normalize(scaled, "image")
-        return self.predict_at_scale(scaled, organ)
+            scaled = self.normalize(scaled, "image", organ)
+        return scaled
 
     def predict_at_scale(self, scaled: np.ndarray, organ: str | None = None) -> np.ndarray:
         """:meth:`predict_scaled` of an image already resampled to the training scale (and

@@ -137,7 +137,7 @@ def predict_chunks(
         oy, ox = y0 - ry0, x0 - rx0
         scaled = resize_image(region, scaled_shape(region.shape[:2], source, predictor.um_per_px))
         if predictor.normalize is not None:
-            scaled = predictor.normalize(scaled, "image")
+            scaled = predictor.normalize(scaled, "image", organ)
         prob = to_original(predictor.predict_at_scale(scaled, organ), region.shape[:2])
         pred = postprocess(prob, threshold, pixel_size, min_um2)
         mask[y0 : y0 + h, x0 : x0 + w] = pred[oy : oy + h, ox : ox + w] * 255
