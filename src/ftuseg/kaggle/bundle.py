@@ -167,7 +167,7 @@ from ftuseg.core import rle
 from ftuseg.kaggle.runtime import load_bundle
 from ftuseg.infer.maps import postprocess
 predictor, config, _ = load_bundle(sys.argv[1])
-prob = predictor.predict(np.full((64, 64, 3), 200, np.uint8), config.um_per_px)
+prob = predictor.predict(np.full((64, 64, 3), 200, np.uint8), config.um_per_px, "kidney")
 rle.encode(postprocess(prob, 0.5, config.um_per_px, 0.0))
 import tifffile
 with tempfile.TemporaryDirectory() as tmp:

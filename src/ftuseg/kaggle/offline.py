@@ -41,7 +41,10 @@ def test_set_composition() -> list[dict[str, Any]]:
     """The hidden test set as the competition described it: 81 HPA images at 3000² and 448
     HuBMAP images, assumed evenly split over the 5 organs, each a 1 mm field at its organ's
     pixel size (clamped to the stated 160..4500 px)."""
-    groups = [{"group": "HPA", "count": N_HPA_TEST, "side": 3000, "pixel_size": HPA_PIXEL_SIZE_UM}]
+    # The organ picks the stain reference where it is per organ (timing does not depend on
+    # it); the HPA group spans every organ and is timed as the first.
+    groups = [{"group": "HPA", "count": N_HPA_TEST, "side": 3000,
+               "pixel_size": HPA_PIXEL_SIZE_UM, "organ": next(iter(HUBMAP))}]  # fmt: skip
     for organ, domain in HUBMAP.items():
         side = int(np.clip(round(HUBMAP_FIELD_UM / domain.pixel_size), 160, 4500))
         groups.append(
@@ -50,6 +53,7 @@ def test_set_composition() -> list[dict[str, Any]]:
                 "count": N_HUBMAP_TEST / len(HUBMAP),
                 "side": side,
                 "pixel_size": domain.pixel_size,
+                "organ": organ,
             }
         )
     return groups
@@ -64,13 +68,13 @@ def measure_runtime(bundle: str | Path, seed: int = 0) -> dict[str, Any]:
     predictor, config, manifest = load_bundle(bundle)
     rng = np.random.default_rng(seed)
     predictor.predict(
-        rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), config.um_per_px
+        rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), config.um_per_px, next(iter(HUBMAP))
     )  # warm-up
     groups = test_set_composition()
     for g in groups:
         image = rng.integers(0, 255, (g["side"], g["side"], 3), dtype=np.uint8)
         started = time.perf_counter()
-        prob = predictor.predict(image, g["pixel_size"])
+        prob = predictor.predict(image, g["pixel_size"], g["organ"])
         rle.encode(
             postprocess(prob, TIMING_THRESHOLD, g["pixel_size"], predictor.config.min_component_um2)
         )
