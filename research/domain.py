@@ -73,6 +73,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "augment.cutmix=0",
         "augment.cutout=0",
     ),
+    "hematoxylin": ("domain=hematoxylin",),
     "all-od": ("domain=all", "stain.augment.method=recolour", "stain.normalize.method=od"),
 }
 BOOTSTRAP = 10_000

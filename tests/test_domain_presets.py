@@ -3,10 +3,12 @@
 A user's own H&E at 0.62 µm/px once crashed the `ensemble` stage under the presets without
 scale handling (predictions resampled with an assumed 0.4 µm/px, truth with the real size).
 
-CI runs two presets that between them take every code path the seven differ in: `normalize`
-(scale handling off, the normalize stage on) and `all` (scale handling on, stain copies, the full
-augmentation recipe); `none`, `copies`, `resample`, `scale` and the default `lean` each switch on
-a subset of those paths. Set FTUSEG_ALL_PRESETS=1 to run all seven (≈50 s each on 2 cores).
+CI runs three presets that between them take every code path the eight differ in: `normalize`
+(scale handling off, the normalize stage on), `all` (scale handling on, stain copies, the full
+augmentation recipe) and `hematoxylin` (a stain reference per organ: the normalize stage, OOF and
+the submission each pass the image's organ); `none`, `copies`, `resample`, `scale` and the default
+`lean` each switch on a subset of those paths. Set FTUSEG_ALL_PRESETS=1 to run all eight (≈50 s
+each on 2 cores).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from ftuseg.ensemble.oof_maps import read_oof_map
 
 pytestmark = pytest.mark.e2e
 
-ALL_PRESETS = ("none", "copies", "normalize", "resample", "scale", "lean", "all")
-PRESETS = ALL_PRESETS if os.environ.get("FTUSEG_ALL_PRESETS") == "1" else ("normalize", "all")
+ALL_PRESETS = ("none", "copies", "normalize", "resample", "scale", "lean", "all", "hematoxylin")
+CI_PRESETS = ("normalize", "all", "hematoxylin")
+PRESETS = ALL_PRESETS if os.environ.get("FTUSEG_ALL_PRESETS") == "1" else CI_PRESETS
 PIXEL_SIZE = 0.62  # µm/px of the training images: not the HPA 0.4
 
 
