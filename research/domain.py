@@ -80,7 +80,8 @@ BOOTSTRAP = 10_000
 ARCHIVE = ROOT / "research" / "results" / "domain_runs.csv"
 RESULT_FILES = {"test": "metrics/test_per_image.csv", "oof": "metrics/plots/oof_per_image.csv"}
 # The default's decision: the default before it first (the paired differences are against it).
-DECISION = ("all", "lean", "nocut")
+DECISION = ("all", "lean", "nocut", "hematoxylin")
+TODAY = "lean"  # the default since the decision; later candidates are also paired with it
 DECISION_TABLE = ROOT / "research" / "results" / "domain_default"
 
 
@@ -200,12 +201,19 @@ def decision_rows(archive: RunArchive, seeds: list[int]) -> list[dict]:
         diff = (dice - seed_mean(archive, DECISION[0], common)[0].reindex(dice.index)).to_numpy()
         kidney = (organ == "kidney").to_numpy()
         first = variant == DECISION[0]
+        today = [s for s in common if exp_name(TODAY, s) in done]
+        later = DECISION.index(variant) > DECISION.index(TODAY) and bool(today)
+        if later:
+            mean, _, _ = seed_mean(archive, variant, today)
+            vs_today = (mean - seed_mean(archive, TODAY, today)[0].reindex(mean.index)).to_numpy()
         rows.append({
             "variant": variant, "sets": list(VARIANTS[variant]), "seeds": common,
             "images": len(dice), "test": rounded(interval(dice.to_numpy(), rng)),
             "vs_all": None if first else rounded(interval(diff, rng)),
             "real_kidney": rounded(interval(dice.to_numpy()[kidney], rng)),
             "real_kidney_vs_all": None if first else rounded(interval(diff[kidney], rng)),
+            "vs_today": rounded(interval(vs_today, rng)) if later else None,
+            "real_kidney_vs_today": rounded(interval(vs_today[kidney], rng)) if later else None,
             "per_seed": [round(float(d), 4) for d in per_seed],
             "per_organ": {o: round(float(dice[organ == o].mean()), 4) for o in ORGANS},
             "oof": round(float(np.mean([archive.table(exp_name(variant, s), "oof")["dice"].mean()
@@ -227,14 +235,16 @@ def decision_markdown(rows: list[dict]) -> str:
         "Dice averaged over the seeds, 95 % bootstrap intervals over images, differences paired "
         "image by image against `all` (the default before `lean`). OOF: the ensemble stage's "
         "HPA-like out-of-fold Dice at its tuned thresholds.", "",
-        "| variant | seeds | test Dice | Δ vs `all` | real kidney | Δ real kidney | per seed | "
+        "| variant | seeds | test Dice | Δ vs `all` | real kidney | Δ real kidney | "
+        f"Δ vs `{TODAY}` | Δ real kidney vs `{TODAY}` | per seed | "
         + " | ".join(o[:6] for o in ORGANS) + " | OOF |",
-        "|" + "---|" * (8 + len(ORGANS)),
+        "|" + "---|" * (10 + len(ORGANS)),
     ]  # fmt: skip
     for r in rows:
         lines.append(
             f"| `{r['variant']}` | {len(r['seeds'])} | {ci(r['test'])} | {ci(r['vs_all'], '+')} "
             f"| {ci(r['real_kidney'])} | {ci(r['real_kidney_vs_all'], '+')} | "
+            f"{ci(r['vs_today'], '+')} | {ci(r['real_kidney_vs_today'], '+')} | "
             + " / ".join(f"{d:.3f}" for d in r["per_seed"])
             + " | "
             + " | ".join(f"{r['per_organ'][o]:.3f}" for o in ORGANS)
