@@ -45,6 +45,13 @@ def test_decision_pairs_with_all_on_the_seeds_both_finished(tmp_path: Path) -> N
     assert rows["lean"]["per_organ"]["prostate"] == pytest.approx(0.6)
     assert rows["lean"]["per_seed"] == [0.65, 0.65]
     assert rows["lean"]["oof"] == pytest.approx(0.7)
+    # Candidates after today's default are also paired with it (on the seeds all three share);
+    # `all` and `lean` themselves are not.
+    lean_1 = pd.Series([0.5, 0.7, 0.6, 0.8])
+    nocut_1 = pd.Series(base) - 0.1
+    assert rows["nocut"]["vs_today"][0] == pytest.approx((nocut_1 - lean_1).mean())
+    assert rows["nocut"]["real_kidney_vs_today"][0] == pytest.approx((nocut_1 - lean_1)[:2].mean())
+    assert rows["lean"]["vs_today"] is None and rows["all"]["vs_today"] is None
 
 
 def test_decision_without_the_default_before_it_is_an_error(tmp_path: Path) -> None:
