@@ -99,7 +99,7 @@ Fitted = Callable[[np.ndarray, str], np.ndarray]
 
 def _fit(cfg: NormalizeConfig, reference: str) -> Fitted:
     """``cfg.method`` fitted to one reference: a function (image, label) -> image that raises
-    NoTissueError or staintools' TissueMaskException on an image without tissue."""
+    NoTissueError on an image without tissue (staintools' own exception is translated)."""
     if cfg.method == "od":
         from ftuseg.domain.optics import standardize_density, tissue_density_top
 
