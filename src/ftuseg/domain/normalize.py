@@ -25,7 +25,7 @@ from ftuseg.core.layout import (
 )
 from ftuseg.core.utils import atomic_path, read_json, write_json
 from ftuseg.data.prepare import read_index
-from ftuseg.domain.optics import NoTissueError
+from ftuseg.domain.optics import NoTissueError, standardize_density, tissue_density_top
 from ftuseg.domain.references import (
     REFERENCES,
     deterministic,
@@ -101,8 +101,6 @@ def _fit(cfg: NormalizeConfig, reference: str) -> Fitted:
     """``cfg.method`` fitted to one reference: a function (image, label) -> image that raises
     NoTissueError on an image without tissue (staintools' own exception is translated)."""
     if cfg.method == "od":
-        from ftuseg.domain.optics import standardize_density, tissue_density_top
-
         top = tissue_density_top(reference_image(reference), f"stain reference {reference!r}")
         return lambda image, label: standardize_density(image, top, label)
     if cfg.method == "hematoxylin":

@@ -56,11 +56,20 @@ def concentrations(od: np.ndarray, stains: np.ndarray) -> np.ndarray:
     return np.maximum(conc, 0.0, out=conc)
 
 
-def _percentiles(values: np.ndarray, tissue: np.ndarray, label: str) -> np.ndarray:
+def _percentiles(
+    values: np.ndarray, tissue: np.ndarray, label: str, what: str = "recolour its stains"
+) -> np.ndarray:
+    """The 99th percentile of ``values`` over ``tissue`` (floored at 1e-3); a NoTissueError
+    naming ``label`` (and what it cannot do) when there is too little tissue."""
     if np.count_nonzero(tissue) < MIN_TISSUE_PIXELS:
-        raise DataError(f"{label}: no tissue found (optical density), cannot recolour its stains")
+        raise NoTissueError(f"{label}: no tissue found (optical density), cannot {what}")
     top = np.percentile(values[tissue], PERCENTILE, axis=0)
     return np.maximum(top, 1e-3)
+
+
+def _check_rgb(image: np.ndarray, label: str) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise DataError(f"{label}: expected an (H, W, 3) uint8 RGB image")
 
 
 @dataclass(frozen=True)
@@ -111,8 +120,7 @@ class Recolourer:
     """One HPA image, deconvolved once; :meth:`render` recomposes it in a target's stains."""
 
     def __init__(self, image: np.ndarray, dab_share: float, label: str = "image") -> None:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise DataError(f"{label}: expected an (H, W, 3) uint8 RGB image")
+        _check_rgb(image, label)
         od = glass_corrected(optical_density(np.ascontiguousarray(image)))
         tissue = tissue_mask(od)
         conc = concentrations(od, HPA_STAINS)  # (H, W, 2): hematoxylin, DAB
@@ -178,15 +186,11 @@ def hematoxylin_only(image: np.ndarray, target: TargetStains, label: str = "imag
     stain of the competition shares; what only the counterstain shows (PAS basement membranes,
     eosin's cytoplasm) is given up for it. A NoTissueError names ``label`` when the image has
     no tissue."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise DataError(f"{label}: expected an (H, W, 3) uint8 RGB image")
+    _check_rgb(image, label)
     od = glass_corrected(optical_density(np.ascontiguousarray(image)))
-    tissue = tissue_mask(od)
-    if np.count_nonzero(tissue) < MIN_TISSUE_PIXELS:
-        raise NoTissueError(f"{label}: no tissue found (optical density)")
     basis = np.stack([target.matrix[0], target.matrix[1], HPA_STAINS[1]])
     hematoxylin = concentrations(od, basis)[..., 0]
-    top = max(float(np.percentile(hematoxylin[tissue], PERCENTILE)), 1e-3)
+    top = float(_percentiles(hematoxylin, tissue_mask(od), label, "keep its hematoxylin"))
     # RGB = 255 · exp(-c · v_h), c rescaled so the image's 99th percentile is the target's.
     gain = -(target.matrix[0] * (target.max_conc[0] / top)).astype(np.float32)
     affine = np.concatenate([gain[:, None], np.full((3, 1), np.log(255.0), np.float32)], axis=1)
