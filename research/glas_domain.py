@@ -234,6 +234,15 @@ METHODS = {
             "denominator)",
             baseline="recolour-lean-scale",
         ),
+        # GlaS is tested on H&E: the PAS half of the copies shows a stain it never meets (the
+        # kidney's `lean-scale-pas` the other way round).
+        *paired(
+            "lean-scale-he",
+            ("domain=scale", "train.stain_copy_prob=0.5", "stain.augment.targets=[he]"),
+            "`recolour-lean-scale` with every recoloured copy in H&E (none in PAS)",
+            "same stain with the lean-scale-he recipe (recolour-lean-scale-he's denominator)",
+            baseline="recolour-lean-scale",
+        ),
         # Cut-mix and cut-out change no colour: do they only cost in-domain Dice (the ceiling)?
         *paired(
             "nocut",

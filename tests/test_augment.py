@@ -33,6 +33,7 @@ from ftuseg.domain.normalize import (
     run_normalize_stage,
 )
 from ftuseg.domain.optics import tissue_density_top
+from ftuseg.domain.recolour import RecolourConfig
 from ftuseg.domain.references import reference_image
 from ftuseg.train.datasets import CropDataset
 
@@ -213,6 +214,34 @@ def test_stain_stage_is_deterministic_for_a_seed(prepared, tmp_path):
     original, _ = load_prepared(prepared, first["id"][0])
     assert len(copies) == 2 and copies[0].shape == original.shape
     assert not np.array_equal(copies[0], copies[1])
+
+
+def test_stain_stage_recolours_each_organ_into_its_own_targets(prepared, tmp_path):
+    """With organ_targets the kidney images' copies are all PAS, the others' all H&E: each copy
+    is exactly what recolouring into that organ's targets alone gives."""
+    from ftuseg.data.prepare import read_index
+    from ftuseg.domain.recolour import recolour_copies
+    from ftuseg.domain.references import seed_for
+
+    base = StainAugmentConfig(method="recolour", copies=2, targets=("he",))
+    cfg = replace(base, organ_targets={"kidney": ("pas",)})
+    table = run_stain_stage(prepared, tmp_path / "s", cfg)
+    organs = read_index(prepared).set_index("id")["organ"]
+    assert {"kidney", "spleen"} <= set(organs)  # both kinds checked
+    for image_id, rows in table.groupby("id"):
+        image, _ = load_prepared(prepared, image_id)
+        organ = organs[image_id]
+        target = RecolourConfig(("pas",) if organ == "kidney" else ("he",), base.dab_share, 0.4)
+        rng = np.random.default_rng(seed_for(cfg.seed, image_id))
+        expected = recolour_copies(image, target, 2, rng)
+        for row, want in zip(rows.sort_values("copy").itertuples(), expected, strict=True):
+            np.testing.assert_array_equal(np.load(tmp_path / "s" / row.file), want)
+    with pytest.raises(DataError, match="unknown organ"):
+        replace(base, organ_targets={"kidny": ("pas",)})
+    with pytest.raises(DataError, match="needs stain.augment.method recolour"):
+        StainAugmentConfig(method="vahadane", organ_targets={"kidney": ("pas",)})
+    with pytest.raises(DataError, match="targets"):
+        replace(base, organ_targets={"kidney": ("ihc",)})
 
 
 def test_dataset_draws_stain_copies_with_their_probability(prepared, tmp_path):

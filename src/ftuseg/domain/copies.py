@@ -11,7 +11,7 @@ the fit again; the dataset draws a copy instead of the original with ``stain_cop
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from rich.progress import track
 
 from ftuseg.core.errors import DataError
 from ftuseg.core.layout import COPIES_DIR, INDEX_NAME, copy_path
+from ftuseg.core.organs import ORGANS
 from ftuseg.core.utils import atomic_path
 from ftuseg.data.prepare import load_prepared, read_index
 from ftuseg.domain.recolour import RecolourConfig, recolour_copies
@@ -39,10 +40,17 @@ class StainAugmentConfig:
     luminosity: bool = True  # LuminosityStandardizer before fitting (vahadane, macenko)
     seed: int = 2022
     targets: tuple[str, ...] = ("he", "pas")  # recolour: copy k in targets[k % len(targets)]
+    # recolour: per organ, other targets than ``targets`` (e.g. {kidney: [pas]} with targets
+    # [he]: every copy in the stain the organ's HuBMAP images have, none in one it never meets).
+    organ_targets: dict[str, tuple[str, ...]] = field(default_factory=dict)
     dab_share: float = 0.5  # recolour: the counterstain's share of the DAB map
 
-    def recolour_config(self) -> RecolourConfig:
-        return RecolourConfig(tuple(self.targets), self.dab_share, self.sigma1)
+    def targets_for(self, organ: str | None) -> tuple[str, ...]:
+        """The recolour targets of an image of ``organ`` (``targets`` unless it has its own)."""
+        return tuple(self.organ_targets.get(organ, self.targets)) if organ else tuple(self.targets)
+
+    def recolour_config(self, organ: str | None = None) -> RecolourConfig:
+        return RecolourConfig(self.targets_for(organ), self.dab_share, self.sigma1)
 
     def __post_init__(self) -> None:
         if self.method not in AUGMENT_METHODS:
@@ -52,19 +60,35 @@ class StainAugmentConfig:
             )
         if self.copies < 0:
             raise DataError(f"stain.augment.copies must be >= 0, got {self.copies}")
+        unknown = sorted(set(self.organ_targets) - set(ORGANS))
+        if unknown:
+            raise DataError(
+                f"stain.augment.organ_targets: unknown organ(s) {unknown} "
+                f"(organs: {', '.join(ORGANS)})"
+            )
+        if self.organ_targets and self.method != "recolour":
+            raise DataError(
+                "stain.augment.organ_targets picks recolour targets: it needs "
+                f"stain.augment.method recolour, not {self.method!r}"
+            )
         if self.method == "recolour":
-            self.recolour_config()  # validates targets, dab_share and sigma1
+            for organ in (None, *self.organ_targets):  # validates targets, dab_share and sigma1
+                self.recolour_config(organ)
 
 
 def stain_copies(
-    image: np.ndarray, cfg: StainAugmentConfig, seed: int, label: str = "image"
+    image: np.ndarray,
+    cfg: StainAugmentConfig,
+    seed: int,
+    label: str = "image",
+    organ: str | None = None,
 ) -> tuple[list[np.ndarray], float, float]:
-    """``cfg.copies`` recoloured versions of ``image``; returns them with the fit time and the
-    mean time per copy (seconds)."""
+    """``cfg.copies`` recoloured versions of ``image`` (an image of ``organ``: recolour picks the
+    organ's targets); returns them with the fit time and the mean time per copy (seconds)."""
     if cfg.method == "recolour":
         started = time.perf_counter()
         rng = np.random.default_rng(seed)
-        copies = recolour_copies(image, cfg.recolour_config(), cfg.copies, rng, label)
+        copies = recolour_copies(image, cfg.recolour_config(organ), cfg.copies, rng, label)
         return copies, 0.0, (time.perf_counter() - started) / max(1, cfg.copies)
     import staintools
 
@@ -100,10 +124,12 @@ def run_stain_stage(
     rows = []
     with atomic_path(out_dir, is_dir=True) as tmp:
         (tmp / COPIES_DIR).mkdir()
+        organs = dict(zip(index["id"], index["organ"], strict=True))
         for image_id in track(index["id"].tolist(), description=f"stain: {cfg.method} copies"):
             image, _ = load_prepared(prepared_dir, image_id)
+            label = f"{prepared_dir}/images/{image_id}"
             copies, fit_s, copy_s = stain_copies(
-                image, cfg, seed_for(cfg.seed, image_id), f"{prepared_dir}/images/{image_id}"
+                image, cfg, seed_for(cfg.seed, image_id), label, organs[image_id]
             )
             for k, copy in enumerate(copies):
                 path = copy_path(tmp, image_id, k)
