@@ -80,6 +80,11 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         ("domain=scale", *COPIES, "train.stain_copy_prob=0.5", "stain.augment.targets=[pas]"),
         "`lean-scale` with every recoloured copy in PAS (none in H&E)",
     ),
+    # Half the crops are HPA, which no test image is: more of them from the PAS copies.
+    "lean-scale-pas-p08": (
+        ("domain=scale", *COPIES, "train.stain_copy_prob=0.8", "stain.augment.targets=[pas]"),
+        "`lean-scale-pas` with 0.8 of the crops drawn from the copies instead of 0.5",
+    ),
     # A stain-invariant input: every image (rendition, copy, test) reduced to its hematoxylin,
     # which the rendition keeps; the PAS it replaces is given up in training and test alike.
     "hematoxylin": (
