@@ -80,6 +80,18 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         ("domain=scale", *COPIES, "train.stain_copy_prob=0.5", "stain.augment.targets=[pas]"),
         "`lean-scale` with every recoloured copy in PAS (none in H&E)",
     ),
+    # A DAB pattern marking the FTU is a shortcut no PAS image offers (the rendition's `ftu`
+    # tiles sit above the ceiling, `negative` and `nuclear` far below): half of the copies
+    # reduced to their hematoxylin, so some crops show the morphology without any DAB.
+    "lean-scale-pas-h": (
+        (
+            "domain=scale",
+            *COPIES,
+            "train.stain_copy_prob=0.5",
+            "stain.augment.targets=[pas,pas-h]",
+        ),
+        "`lean-scale-pas` with every other copy reduced to its hematoxylin (`pas-h`)",
+    ),
     # Half the crops are HPA, which no test image is: more of them from the PAS copies.
     "lean-scale-pas-p08": (
         ("domain=scale", *COPIES, "train.stain_copy_prob=0.8", "stain.augment.targets=[pas]"),

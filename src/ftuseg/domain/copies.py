@@ -39,15 +39,17 @@ class StainAugmentConfig:
     sigma2: float = 0.4  # ... and shifted by U(-sigma2, sigma2) (vahadane, macenko)
     luminosity: bool = True  # LuminosityStandardizer before fitting (vahadane, macenko)
     seed: int = 2022
-    targets: tuple[str, ...] = ("he", "pas")  # recolour: copy k in targets[k % len(targets)]
-    # recolour: per organ, other targets than ``targets`` (e.g. {kidney: [pas]} with targets
-    # [he]: every copy in the stain the organ's HuBMAP images have, none in one it never meets).
+    # recolour: copy k in targets[k % len(targets)]: he | pas, or he-h | pas-h (the image
+    # reduced to its hematoxylin, drawn in that reference's hematoxylin)
+    targets: tuple[str, ...] = ("he", "pas")
+    # recolour: per organ, other targets than ``targets`` (e.g. {kidney: [pas]}: every copy in
+    # the stain the organ's HuBMAP images have, none in one it never meets).
     organ_targets: dict[str, tuple[str, ...]] = field(default_factory=dict)
     dab_share: float = 0.5  # recolour: the counterstain's share of the DAB map
 
     def targets_for(self, organ: str | None) -> tuple[str, ...]:
         """The recolour targets of an image of ``organ`` (``targets`` unless it has its own)."""
-        return tuple(self.organ_targets.get(organ, self.targets)) if organ else tuple(self.targets)
+        return tuple(self.organ_targets.get(organ, self.targets))
 
     def recolour_config(self, organ: str | None = None) -> RecolourConfig:
         return RecolourConfig(self.targets_for(organ), self.dab_share, self.sigma1)

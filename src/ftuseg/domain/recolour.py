@@ -38,6 +38,11 @@ from ftuseg.domain.optics import (
 from ftuseg.domain.references import reference_image
 
 TARGETS = ("he", "pas")
+# A copy target with this suffix is the image reduced to its hematoxylin, drawn in that
+# reference's hematoxylin (``pas-h``): no counterstain and no DAB, so a DAB pattern that marks
+# the FTU (a cue no H&E or PAS image has) is absent from those crops.
+HEMATOXYLIN_SUFFIX = "-h"
+COPY_TARGETS = (*TARGETS, *(t + HEMATOXYLIN_SUFFIX for t in TARGETS))
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -108,8 +113,8 @@ class RecolourConfig:
     sigma: float = 0.2  # each stain's concentration × U(1 - sigma, 1 + sigma) per copy
 
     def __post_init__(self) -> None:
-        if not self.targets or any(t not in TARGETS for t in self.targets):
-            raise DataError(f"stain.augment.targets must be a non-empty subset of {TARGETS}")
+        if not self.targets or any(t not in COPY_TARGETS for t in self.targets):
+            raise DataError(f"stain.augment.targets must be a non-empty subset of {COPY_TARGETS}")
         if not 0.0 <= self.dab_share <= 1.0:
             raise DataError(f"stain.augment.dab_share must be in [0, 1], got {self.dab_share}")
         if not 0.0 <= self.sigma < 1.0:
@@ -165,19 +170,26 @@ def recolour_copies(
     label: str = "image",
 ) -> list[np.ndarray]:  # fmt: skip
     """``copies`` recoloured versions: copy k in ``cfg.targets[k % len(targets)]``, each with its
-    own concentration jitter drawn from ``rng``."""
+    own concentration jitter drawn from ``rng`` (a ``-h`` target: :func:`hematoxylin_only`, its
+    hematoxylin jittered alike)."""
     source = Recolourer(image, cfg.dab_share, label)
     out = []
     for k in range(copies):
-        target = target_stains(cfg.targets[k % len(cfg.targets)])
+        name = cfg.targets[k % len(cfg.targets)]
         scale = rng.uniform(1.0 - cfg.sigma, 1.0 + cfg.sigma, size=2)
-        out.append(source.render(target, scale))
+        if name.endswith(HEMATOXYLIN_SUFFIX):
+            target = target_stains(name.removesuffix(HEMATOXYLIN_SUFFIX))
+            out.append(hematoxylin_only(image, target, label, float(scale[0])))
+        else:
+            out.append(source.render(target_stains(name), scale))
     return out
 
 
-def hematoxylin_only(image: np.ndarray, target: TargetStains, label: str = "image") -> np.ndarray:
-    """``image`` reduced to its hematoxylin, drawn in ``target``'s hematoxylin at the target's
-    99th-percentile concentration: one rendering whatever the counterstain (HPA's DAB, eosin,
+def hematoxylin_only(
+    image: np.ndarray, target: TargetStains, label: str = "image", amount: float = 1.0
+) -> np.ndarray:
+    """``image`` reduced to its hematoxylin, drawn in ``target``'s hematoxylin at ``amount`` times
+    the target's 99th-percentile concentration: one rendering whatever the counterstain (HPA's DAB, eosin,
     PAS), the lab's staining strength or the section's thickness.
 
     Every pixel's optical density is unmixed into the target's hematoxylin and counterstain and
@@ -192,6 +204,6 @@ def hematoxylin_only(image: np.ndarray, target: TargetStains, label: str = "imag
     hematoxylin = concentrations(od, basis)[..., 0]
     top = float(_percentiles(hematoxylin, tissue_mask(od), label, "keep its hematoxylin"))
     # RGB = 255 · exp(-c · v_h), c rescaled so the image's 99th percentile is the target's.
-    gain = -(target.matrix[0] * (target.max_conc[0] / top)).astype(np.float32)
+    gain = -(target.matrix[0] * (amount * target.max_conc[0] / top)).astype(np.float32)
     affine = np.concatenate([gain[:, None], np.full((3, 1), np.log(255.0), np.float32)], axis=1)
     return cv2.convertScaleAbs(cv2.exp(cv2.transform(hematoxylin[..., None], affine)))
