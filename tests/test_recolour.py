@@ -81,6 +81,28 @@ def test_copies_are_deterministic_per_seed_and_alternate_targets():
     assert all(np.array_equal(x, y) for x, y in zip(first, again, strict=True))
 
 
+def test_hematoxylin_copy_targets_drop_the_dab_and_leave_the_other_copies_unchanged():
+    """``pas-h`` copies are the image's hematoxylin alone (the DAB blob gone), at the copy's
+    jittered amount; mixing them in leaves the stream of the ``pas`` copies as it was."""
+    image = hpa_like(3)
+    cfg = RecolourConfig(targets=("pas", "pas-h"), sigma=0.2)
+    pas, only_h = recolour_copies(image, cfg, 2, np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    (same_pas,) = recolour_copies(image, RecolourConfig(("pas",), sigma=0.2), 1, rng)
+    np.testing.assert_array_equal(pas, same_pas)
+    amount = rng.uniform(0.8, 1.2, size=2)[0]  # the second copy's draw
+    stains = target_stains("pas")
+    np.testing.assert_array_equal(only_h, hematoxylin_only(image, stains, "x", amount))
+    assert abs(amount - 1.0) > 0.1  # the jitter is applied, not the plain rendering
+    assert not np.array_equal(only_h, hematoxylin_only(image, stains))
+    # Where the DAB blob was, the copy shows only the nuclei's hematoxylin: no counterstain.
+    od = glass_corrected(optical_density(only_h))
+    dense = od.sum(axis=2) > 0.3
+    assert cos(od[dense].mean(axis=0), stains.matrix[0]) > 0.995
+    with pytest.raises(DataError, match="targets"):
+        RecolourConfig(targets=("ihc-h",))
+
+
 def test_copies_stay_aligned_with_the_image_and_its_mask():
     """Same geometry: glass stays glass, tissue stays tissue, nuclei stay where they were."""
     image = hpa_like(2)
