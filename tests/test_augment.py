@@ -461,3 +461,38 @@ def test_per_organ_references_in_the_stage_and_at_inference(prepared, tmp_path):
     np.testing.assert_array_equal(predictor.scaled_input(image, 2.0, "lung"), by_ref["he"](image))
     with pytest.raises(DataError, match="organ is needed"):
         predictor.predict_scaled(image, 2.0)
+
+
+def test_an_organ_reference_of_none_leaves_that_organs_images_and_copies_as_they_are(
+    prepared, tmp_path
+):
+    """``organ_references: {kidney: none}``: the organ's images and stain copies pass the stage
+    and inference byte for byte, the other organs' are reduced to their hematoxylin; ``none``
+    as the default reference and unknown organs are named errors."""
+    from ftuseg.data.prepare import read_index
+    from ftuseg.domain.copies import StainAugmentConfig, run_stain_stage
+
+    index = read_index(prepared)
+    kidney = str(index["organ"].iloc[0])
+    run_stain_stage(prepared, tmp_path / "stain", StainAugmentConfig(method="recolour", copies=2))
+    cfg = NormalizeConfig(method="hematoxylin", reference="he", organ_references={kidney: "none"})
+    run_normalize_stage(prepared, tmp_path / "stain", tmp_path / "norm", cfg)
+    images, copies = normalized_files(tmp_path / "norm", cfg, index["id"].tolist(), True)
+    he = StainNormalizer(NormalizeConfig(method="hematoxylin", reference="he"))
+    normalizer = StainNormalizer(cfg)
+    for row in index.itertuples():
+        image, _ = load_prepared(prepared, row.id)
+        stored = np.load(images[row.id])
+        if row.organ == kidney:
+            np.testing.assert_array_equal(stored, image)
+            first_copy = np.load(tmp_path / "stain" / "copies" / copies[row.id][0].name)
+            np.testing.assert_array_equal(np.load(copies[row.id][0]), first_copy)
+            np.testing.assert_array_equal(normalizer(image, "x", kidney), image)
+        else:
+            np.testing.assert_array_equal(stored, he(image))
+            assert np.abs(stored.astype(int) - image).mean() > 5
+    assert set(index["organ"]) - {kidney}
+    with pytest.raises(DataError, match="reference none"):
+        NormalizeConfig(method="hematoxylin", reference="none")
+    with pytest.raises(DataError, match="unknown organ"):
+        NormalizeConfig(method="hematoxylin", organ_references={"liver": "none"})

@@ -23,6 +23,7 @@ from ftuseg.core.layout import (
     normalized_path,
     prepared_path,
 )
+from ftuseg.core.organs import ORGANS
 from ftuseg.core.utils import atomic_path, read_json, write_json
 from ftuseg.data.prepare import read_index
 from ftuseg.domain.optics import NoTissueError, standardize_density, tissue_density_top
@@ -40,6 +41,9 @@ NORMALIZE_METHODS = ("none", "od", "hematoxylin", "vahadane", "macenko", "reinha
 
 
 BUNDLED_ONLY = ("hematoxylin",)  # methods that unmix with a bundled reference's stain vectors
+# An organ reference that leaves the organ's images as they are (e.g. kidney, whose stain copies
+# carry its stain handling, while the other organs are reduced to their hematoxylin).
+UNCHANGED = "none"
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,8 @@ class NormalizeConfig:
     method: str = "none"
     reference: str = "he"  # he | pas | an image path
     # Per organ, another reference than ``reference`` (e.g. {kidney: pas}: HuBMAP's kidney is
-    # PAS, its other organs H&E); images are then normalised knowing their organ.
+    # PAS, its other organs H&E), or none (that organ's images left as they are); images are
+    # then normalised knowing their organ.
     organ_references: dict[str, str] = field(default_factory=dict)
     luminosity: bool = True  # staintools' LuminosityStandardizer (vahadane, macenko, reinhard)
     # An image in which staintools finds no tissue has no stain to normalise: "error" stops
@@ -63,6 +68,17 @@ class NormalizeConfig:
             raise DataError(
                 f"stain.normalize.method must be one of {', '.join(NORMALIZE_METHODS)}, "
                 f"not {self.method!r}"
+            )
+        if self.reference == UNCHANGED:
+            raise DataError(
+                "stain.normalize.reference none: set stain.normalize.method none instead (a "
+                "per-organ reference may be none)"
+            )
+        unknown = sorted(set(self.organ_references) - set(ORGANS))
+        if unknown:
+            raise DataError(
+                f"stain.normalize.organ_references: unknown organ(s) {unknown} "
+                f"(organs: {', '.join(ORGANS)})"
             )
         if self.method in BUNDLED_ONLY:
             for name in self.references():
@@ -78,8 +94,8 @@ class NormalizeConfig:
             )
 
     def references(self) -> list[str]:
-        """Every reference in use: the default one and the per-organ ones."""
-        return sorted({self.reference, *self.organ_references.values()})
+        """Every reference in use: the default one and the per-organ ones (not ``none``)."""
+        return sorted({self.reference, *self.organ_references.values()} - {UNCHANGED})
 
     def reference_for(self, organ: str | None, label: str = "image") -> str:
         """The reference of an image of ``organ``; without per-organ references any organ's
@@ -161,9 +177,10 @@ class StainNormalizer:
     def __call__(
         self, image: np.ndarray, label: str = "image", organ: str | None = None
     ) -> np.ndarray:
-        if not self._fitted:
+        reference = self.cfg.reference_for(organ, label) if self._fitted else UNCHANGED
+        if reference == UNCHANGED:
             return image
-        fitted = self._fitted[self.cfg.reference_for(organ, label)]
+        fitted = self._fitted[reference]
         try:
             return fitted(image, label)
         except NoTissueError:  # no tissue to measure or unmix
