@@ -94,6 +94,19 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         ),
         "`lean-scale-pas` with every other copy reduced to its hematoxylin (`pas-h`)",
     ),
+    # The test's stain shifts every layer's activations: each image under its own BatchNorm
+    # statistics (AdaBN; on the cross-lab proxy it took a second lab from 0.00 to 0.40).
+    "lean-scale-pas-adapt1": (
+        (
+            "domain=scale",
+            *COPIES,
+            "train.stain_copy_prob=0.5",
+            "stain.augment.targets=[pas]",
+            "inference.adapt_norm=1",
+        ),
+        "`lean-scale-pas`, every image (OOF and test) predicted under its own BatchNorm "
+        "statistics (`inference.adapt_norm: 1`)",
+    ),
     # Half the crops are HPA, which no test image is: more of them from the PAS copies.
     "lean-scale-pas-p08": (
         ("domain=scale", *COPIES, "train.stain_copy_prob=0.8", "stain.augment.targets=[pas]"),
