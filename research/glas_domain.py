@@ -243,35 +243,6 @@ METHODS = {
             "same stain with the lean-scale-he recipe (recolour-lean-scale-he's denominator)",
             baseline="recolour-lean-scale",
         ),
-        # Half of the copies reduced to their hematoxylin: crops without the DAB pattern's cue
-        # (kidney's `lean-scale-pas-h`).
-        *paired(
-            "lean-scale-h",
-            (
-                "domain=scale",
-                "train.stain_copy_prob=0.5",
-                "stain.augment.targets=[he,pas,he-h,pas-h]",
-            ),
-            "`recolour-lean-scale` with half of the copies reduced to their hematoxylin",
-            "same stain with the lean-scale-h recipe (recolour-lean-scale-h's denominator)",
-            baseline="recolour-lean-scale",
-        ),
-        # The default with the organ (large intestine) reduced to its hematoxylin, kidney left
-        # to its PAS copies (domain.py `lean-hx`); GlaS has no kidney image.
-        *paired(
-            "lean-scale-hx",
-            (
-                "domain=scale",
-                "train.stain_copy_prob=0.5",
-                "stain.normalize.method=hematoxylin",
-                "stain.normalize.reference=he",
-                "+stain.normalize.organ_references.kidney=none",
-            ),
-            "`recolour-lean-scale`, every image and copy reduced to its hematoxylin (kidney "
-            "excepted)",
-            "same stain with the lean-scale-hx recipe (recolour-lean-scale-hx's denominator)",
-            baseline="recolour-lean-scale",
-        ),
         # Cut-mix and cut-out change no colour: do they only cost in-domain Dice (the ceiling)?
         *paired(
             "nocut",
