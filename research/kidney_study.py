@@ -140,6 +140,12 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         (*HALF_LAB, *UNTUNED, *LONG, *TTA, *HOUR),
         "`lab-t05-80-tta` with another lab's augmentations at half their probabilities",
     ),
+    # A moving average of the weights over the last ≈ 200 updates (4 epochs of 45 at lr 4e-3;
+    # the 12-epoch screen with 0.99 was behind, but it averaged the early, fast-moving weights).
+    "lab-t05-80-tta-ema": (
+        (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *LONG, *TTA, *HOUR, "train.ema_decay=0.995"),
+        "`lab-t05-80-tta` with a moving average of the weights (`train.ema_decay: 0.995`)",
+    ),
     "lab-t05-full-2um": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *FULL, *FINE),
         "`lab-t05-full` at 2 µm/px (glomeruli ≈ 100 px across instead of 50)",
