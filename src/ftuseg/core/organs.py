@@ -6,9 +6,21 @@ that needs a default reads them from here, and params.yaml can override them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ftuseg.core.errors import DataError
+
 ORGANS: tuple[str, ...] = ("kidney", "prostate", "largeintestine", "spleen", "lung")
+
+
+def check_organs(organs: Iterable[str], setting: str) -> None:
+    """A DataError naming ``setting`` when ``organs`` (a per-organ setting's keys) holds one
+    that is not a competition organ."""
+    unknown = sorted(set(organs) - set(ORGANS))
+    if unknown:
+        raise DataError(f"{setting}: unknown organ(s) {unknown} (organs: {', '.join(ORGANS)})")
+
 
 HPA_PIXEL_SIZE_UM = 0.4
 HPA_THICKNESS_UM = 4.0

@@ -20,7 +20,7 @@ from rich.progress import track
 
 from ftuseg.core.errors import DataError
 from ftuseg.core.layout import COPIES_DIR, INDEX_NAME, copy_path
-from ftuseg.core.organs import ORGANS
+from ftuseg.core.organs import check_organs
 from ftuseg.core.utils import atomic_path
 from ftuseg.data.prepare import load_prepared, read_index
 from ftuseg.domain.recolour import RecolourConfig, recolour_copies
@@ -62,12 +62,7 @@ class StainAugmentConfig:
             )
         if self.copies < 0:
             raise DataError(f"stain.augment.copies must be >= 0, got {self.copies}")
-        unknown = sorted(set(self.organ_targets) - set(ORGANS))
-        if unknown:
-            raise DataError(
-                f"stain.augment.organ_targets: unknown organ(s) {unknown} "
-                f"(organs: {', '.join(ORGANS)})"
-            )
+        check_organs(self.organ_targets, "stain.augment.organ_targets")
         if self.organ_targets and self.method != "recolour":
             raise DataError(
                 "stain.augment.organ_targets picks recolour targets: it needs "

@@ -23,7 +23,7 @@ from ftuseg.core.layout import (
     normalized_path,
     prepared_path,
 )
-from ftuseg.core.organs import ORGANS
+from ftuseg.core.organs import check_organs
 from ftuseg.core.utils import atomic_path, read_json, write_json
 from ftuseg.data.prepare import read_index
 from ftuseg.domain.optics import NoTissueError, standardize_density, tissue_density_top
@@ -74,12 +74,7 @@ class NormalizeConfig:
                 "stain.normalize.reference none: set stain.normalize.method none instead (a "
                 "per-organ reference may be none)"
             )
-        unknown = sorted(set(self.organ_references) - set(ORGANS))
-        if unknown:
-            raise DataError(
-                f"stain.normalize.organ_references: unknown organ(s) {unknown} "
-                f"(organs: {', '.join(ORGANS)})"
-            )
+        check_organs(self.organ_references, "stain.normalize.organ_references")
         if self.method in BUNDLED_ONLY:
             for name in self.references():
                 if name not in REFERENCES:

@@ -189,8 +189,8 @@ def hematoxylin_only(
     image: np.ndarray, target: TargetStains, label: str = "image", amount: float = 1.0
 ) -> np.ndarray:
     """``image`` reduced to its hematoxylin, drawn in ``target``'s hematoxylin at ``amount`` times
-    the target's 99th-percentile concentration: one rendering whatever the counterstain (HPA's DAB, eosin,
-    PAS), the lab's staining strength or the section's thickness.
+    the target's 99th-percentile concentration: one rendering whatever the counterstain (HPA's
+    DAB, eosin, PAS), the lab's staining strength or the section's thickness.
 
     Every pixel's optical density is unmixed into the target's hematoxylin and counterstain and
     the HPA DAB (three directions span RGB optical density, so the split is exact for those
