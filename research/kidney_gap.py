@@ -48,7 +48,7 @@ from experiments import (
 )
 from glas_gap import BOOTSTRAP, bootstrap, ceiling_by_group
 from glas_render import degrade_he, draws, render_hpa
-from kidney_study import BUDGET, LAB_B, PLAIN
+from kidney_study import BUDGET, DENSITY_WIDE, LAB_B, PLAIN
 
 from ftuseg.core import rle
 
@@ -111,6 +111,20 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     "lean-scale-pas-p08": (
         ("domain=scale", *COPIES, "train.stain_copy_prob=0.8", "stain.augment.targets=[pas]"),
         "`lean-scale-pas` with 0.8 of the crops drawn from the copies instead of 0.5",
+    ),
+    # Another lab's staining strength: the test sections are thicker (optical density × 1.0-1.6)
+    # and HuBMAP's kidney sections 10 µm against HPA's 4; the own-data profile's stain-amount
+    # augmentation (optical density × U_log(0.1, 1.5) on 0.8 of the crops) on the PAS copies.
+    "lean-scale-pas-density": (
+        (
+            "domain=scale",
+            *COPIES,
+            "train.stain_copy_prob=0.5",
+            "stain.augment.targets=[pas]",
+            *DENSITY_WIDE,
+        ),
+        "`lean-scale-pas` with stain-amount augmentation (`augment.density: 0.8`, range "
+        "[0.1, 1.5])",
     ),
     # A stain-invariant input: every image (rendition, copy, test) reduced to its hematoxylin,
     # which the rendition keeps; the PAS it replaces is given up in training and test alike.
