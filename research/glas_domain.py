@@ -243,22 +243,6 @@ METHODS = {
             "same stain with the lean-scale-he recipe (recolour-lean-scale-he's denominator)",
             baseline="recolour-lean-scale",
         ),
-        # Another lab's staining strength (the hard test's sections are 1.0-1.6× as dense): the
-        # own-data profile's stain-amount augmentation on today's default.
-        *paired(
-            "lean-scale-density",
-            (
-                "domain=scale",
-                "train.stain_copy_prob=0.5",
-                "augment.density=0.8",
-                "augment.density_range=[0.1,1.5]",
-            ),
-            "`recolour-lean-scale` with stain-amount augmentation (`augment.density: 0.8`, "
-            "range [0.1, 1.5])",
-            "same stain with the lean-scale-density recipe (recolour-lean-scale-density's "
-            "denominator)",
-            baseline="recolour-lean-scale",
-        ),
         # Cut-mix and cut-out change no colour: do they only cost in-domain Dice (the ceiling)?
         *paired(
             "nocut",
