@@ -141,7 +141,7 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         "`lab-t05-80-tta` with another lab's augmentations at half their probabilities",
     ),
     # The two largest single-seed gains together (110 epochs +0.005, half the lab's
-    # augmentations +0.007), still within the hour (58 min for 110 epochs on 2 idle cores).
+    # augmentations +0.008), still within the hour (58 min for 110 epochs on 2 idle cores).
     "labhalf-t05-110-tta": (
         (*HALF_LAB, *UNTUNED, *LONG, *TTA, *HOUR_NHWC),
         "`labhalf-t05-80-tta` at 110 epochs",
