@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from ftuseg.core.errors import DataError
 from ftuseg.core.metrics import dice
 from ftuseg.core.params import options, write_params
 from ftuseg.models import build_model, list_models
@@ -230,8 +231,6 @@ def test_model_group_selects_the_ensemble_and_sizes_are_groups(tmp_path):
 
 
 def test_bad_override_is_a_clear_error(tmp_path):
-    from ftuseg.core.errors import DataError
-
     with pytest.raises(DataError, match="cannot compose"):
         write_params(["model=nosuchmodel"], CONF, tmp_path / "p.yaml")
     assert not (tmp_path / "p.yaml").exists()
@@ -269,7 +268,7 @@ def test_lung_oversampling_multiplies_lung_crops(tmp_path):
     assert len(more) == len(plain) + 2 * 4 * len(lung)  # each lung image: 10 crops instead of 2
     organs = [more[i]["organ"].item() for i in range(len(more))]
     assert organs.count(4) == 10 * len(lung)  # ORGANS.index("lung") == 4
-    with pytest.raises(ValueError, match="lungs"):
+    with pytest.raises(DataError, match=r"train\.organ_oversample: unknown organ\(s\) \['lungs'\]"):
         CropDataset(tmp_path / "prep", ids, 32, organ_oversample={"lungs": 5})
 
 

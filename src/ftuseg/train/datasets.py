@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ftuseg.core.errors import DataError
 from ftuseg.core.layout import prepared_path
-from ftuseg.core.organs import ORGANS
+from ftuseg.core.organs import ORGANS, check_organs
 from ftuseg.data.prepare import read_index
 from ftuseg.domain.augment import AugmentConfig, augment, random_dihedral
 
@@ -108,9 +108,7 @@ class CropDataset(Dataset):
         pseudo_share: float = 0.0,
     ) -> None:
         organ_of = read_index(prepared_dir).set_index("id")["organ"].to_dict()
-        unknown = set(organ_oversample or {}) - set(ORGANS)
-        if unknown:
-            raise ValueError(f"organ_oversample: unknown organ(s) {sorted(unknown)}")
+        check_organs(organ_oversample or {}, "train.organ_oversample")
         self.paths = [
             (
                 Path((images or {}).get(i) or prepared_path(prepared_dir, i, "image")),
