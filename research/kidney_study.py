@@ -107,7 +107,8 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "lab-t05": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED),
-        "`lab` at threshold 0.5 (not tuned on OOF): the `kidney-real` profile now",
+        "`lab` at threshold 0.5 (not tuned on OOF): the `kidney-real` profile's measures at the "
+        "study budget until `labhalf-t05-110-tta`",
     ),
     "lab-t05-full": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *FULL),
@@ -126,7 +127,7 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     "lab-t05-80-tta": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *LONG, *TTA, *HOUR),
         "`lab-t05-long-tta` at 80 epochs instead of 60 (the rest of the hour): the `kidney-real` "
-        "profile now",
+        "profile until `labhalf-t05-110-tta`",
     ),
     "lab-t05-110-tta": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *LONG, *TTA, *HOUR_NHWC),
@@ -144,7 +145,7 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # augmentations +0.008), still within the hour (58 min for 110 epochs on 2 idle cores).
     "labhalf-t05-110-tta": (
         (*HALF_LAB, *UNTUNED, *LONG, *TTA, *HOUR_NHWC),
-        "`labhalf-t05-80-tta` at 110 epochs",
+        "`labhalf-t05-80-tta` at 110 epochs: the `kidney-real` profile now",
     ),
     # A moving average of the weights over the last ≈ 200 updates (4 epochs of 45 at lr 4e-3;
     # the 12-epoch screen with 0.99 was behind, but it averaged the early, fast-moving weights).
