@@ -122,7 +122,8 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     "lab-t05-long-tta": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *LONG, *TTA),
         "`lab-t05-long` with four flips/rotations averaged at inference, validated every 5th "
-        "epoch: the `kidney-real` profile until `lab-t05-80-tta` (the shipped model's recipe)",
+        "epoch: the `kidney-real` profile until `lab-t05-80-tta` (its model shipped until "
+        "`labhalf-t05-110-tta`'s)",
     ),
     "lab-t05-80-tta": (
         (*DENSITY_WIDE, *BIOPSY, *UNTUNED, *LONG, *TTA, *HOUR),
@@ -145,7 +146,8 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # augmentations +0.008), still within the hour (58 min for 110 epochs on 2 idle cores).
     "labhalf-t05-110-tta": (
         (*HALF_LAB, *UNTUNED, *LONG, *TTA, *HOUR_NHWC),
-        "`labhalf-t05-80-tta` at 110 epochs: the `kidney-real` profile now",
+        "`labhalf-t05-80-tta` at 110 epochs: the `kidney-real` profile now (the shipped model's "
+        "recipe)",
     ),
     # A moving average of the weights over the last ≈ 200 updates (4 epochs of 45 at lr 4e-3;
     # the 12-epoch screen with 0.99 was behind, but it averaged the early, fast-moving weights).

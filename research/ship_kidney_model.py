@@ -202,7 +202,7 @@ def main() -> None:
 def tta_words(tta: list[int]) -> str:
     if len(tta) == 1:
         return "no test-time augmentation"
-    return f"predictions averaged over {len(tta)} flips/rotations (dihedral {tta})"
+    return f"test-time: the mean of {len(tta)} flips/rotations (dihedral {tta})"
 
 
 def model_card(f: dict, params: dict) -> str:

@@ -46,7 +46,7 @@ def test_the_card_says_how_the_threshold_was_chosen_and_what_another_lab_keeps()
     assert "validated every 1 epoch(s); no test-time augmentation" in card
     tta = ship.model_card(FACTS, {**PARAMS, "train": {**PARAMS["train"], "val_every": 5},
                                   "inference": {"tta": [0, 1, 2, 3]}})  # fmt: skip
-    assert "validated every 5 epoch(s); predictions averaged over 4 flips/rotations" in tta
+    assert "validated every 5 epoch(s); test-time: the mean of 4 flips/rotations" in tta
     tuned = ship.model_card({**FACTS, "threshold_tuned": True}, PARAMS)
     assert "tuned on the run's out-of-fold" in tuned
     lab = {"second_lab_dice": 0.5, "second_lab_dice_lo95": 0.4, "second_lab_dice_hi95": 0.6,
