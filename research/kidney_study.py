@@ -156,9 +156,10 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         (*HALF_LAB, *UNTUNED, *LONG, *TTA, "train.epochs=130", "train.val_every=10"),
         "`labhalf-t05-110-tta` at 130 epochs, validated every 10th instead of 5th",
     ),
-    # Or capacity: the decoder's last stages carry 16 and 8 channels at 64² and 128². Twice
-    # those widths costs 18 % per training step (0.254 s against 0.216 for a batch of 8 at
-    # 128², 2 threads); validating every 10th epoch pays it back within the hour.
+    # Or capacity: the decoder's last stages carry 16 and 8 channels at 64² and 128². A
+    # synthetic batch of 8 at 128² put twice those widths at 1.18× per training step; in the
+    # run each epoch took 1.5× (30 min for fold 0), so it was stopped there, behind (research
+    # README) and past the hour even validating every 10th epoch.
     "labhalf-t05-110-dec128-v10": (
         (
             *HALF_LAB,
