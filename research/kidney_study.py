@@ -185,7 +185,8 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # (11.8 M parameters, no depthwise convolutions, the usual from-scratch backbone) costs 1.22×
     # the EfficientNet-B0's training step on a synthetic batch of 8 at 128² (261 ms against 214),
     # 1.6× its inference; 90 epochs validated every 10th keep it near 50 minutes (the curves
-    # flatten from epoch ≈ 55).
+    # flatten from epoch ≈ 55). Stopped at fold 0, epoch 44, not archived: validation Dice 0.736
+    # at epoch 40 against 0.860 for the wider decoder at the same seed (research README).
     "labhalf-t05-90-r18-v10": (
         (
             *HALF_LAB,
