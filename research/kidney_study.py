@@ -83,7 +83,7 @@ HOUR_NHWC = ("train.epochs=110",)
 # the hour (50 min on 2 idle cores, against 43 for two folds of 80).
 THREE_FOLDS = ("cv.folds=[0,1,2]", "train.epochs=55")
 # Another lab's augmentations at half their probabilities (density 0.4, glass 0.25, scanner
-# 0.4): at full strength about 2 % of crops are left as the lab made them, at half 27 %, and the
+# 0.4): at full strength about 2 % of crops are untouched by them, at half 27 %, and the
 # second lab already scores above the first (hold 1.02): room to give the own lab more.
 HALF_LAB = ("augment.density=0.4", "augment.density_range=[0.1,1.5]", "augment.glass=0.25",
             "augment.scanner=0.4")  # fmt: skip
