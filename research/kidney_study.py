@@ -176,7 +176,7 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # The `scale` preset's thickness adaptation (`augment.thickness: 0.5`) darkens and saturates
     # half the crops toward a kidney HuBMAP section (value × 0.775, saturation × 1.225): the
     # HPA → HuBMAP step of the 1st-place write-up, which an own lab's tiles (already the target
-    # stain and section) do not need. With it, 13.5 % of the crops keep the lab's colours (the
+    # stain and section) do not need. With it, 13.5 % of the crops are untouched by either (the
     # 27 % above counts the lab's augmentations only); without it, 27 %. Measured (1 seed): OOF
     # −0.002 [−0.006, +0.001] at the same seed, so the profile keeps it (research README).
     "labhalf-t05-110-nothick": (
@@ -191,8 +191,8 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         (*HALF_LAB, *UNTUNED, *LONG, *TTA, *HOUR_NHWC, "models.unet.deep_supervision=true"),
         "`labhalf-t05-110-tta` with deep supervision on the decoder's five levels",
     ),
-    # Or the encoder: the training loss ends near the validation's (≈ 0.16 BCE + soft Dice at
-    # epoch 100), so the model underfits the tiles rather than memorising them. A ResNet-18
+    # Or the encoder: the training loss is still ≈ 0.16 (BCE + soft Dice) at epoch 100, the
+    # tiles not memorised; more capacity may fit them better. A ResNet-18
     # (11.8 M parameters, no depthwise convolutions, the usual from-scratch backbone) costs 1.22×
     # the EfficientNet-B0's training step on a synthetic batch of 8 at 128² (261 ms against 214),
     # 1.6× its inference; 90 epochs validated every 10th keep it near 50 minutes (the curves
