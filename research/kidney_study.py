@@ -211,6 +211,13 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         "`labhalf-t05-110-tta` on a ResNet-18 encoder (11.8 M parameters) for 90 epochs, "
         "validated every 10th",
     ),
+    # Or more tiles per model: `lab-t05-3f-tta` (3 folds, 55 epochs) matched two folds of 80
+    # before NHWC made the hour hold more; with it three folds afford ≈ 70 epochs (the curves
+    # flatten from ≈ 55 at two folds), each model trained on 60 tiles instead of 45.
+    "labhalf-t05-3f70-tta": (
+        (*HALF_LAB, *UNTUNED, *LONG, *TTA, "cv.folds=[0,1,2]", "train.epochs=70"),
+        "`labhalf-t05-110-tta` with 3 folds (60 training tiles per model) at 70 epochs",
+    ),
     # A moving average of the weights over the last ≈ 200 updates (4 epochs of 45 at lr 4e-3;
     # the 12-epoch screen with 0.99 was behind, but it averaged the early, fast-moving weights).
     "lab-t05-80-tta-ema": (
