@@ -126,6 +126,24 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         "`lean-scale-pas` with stain-amount augmentation (`augment.density: 0.8`, range "
         "[0.1, 1.5])",
     ),
+    # The test's stain brought to the training images' instead of the training images' to the
+    # test's alone: every image (rendition, copy, test) Macenko-normalised to the organ's
+    # HuBMAP stain reference (kidney PAS, the other organs H&E), at training and inference.
+    # An HPA image's DAB comes out as the reference's PAS, a thicker or darker test section
+    # at the reference's amounts.
+    "lean-scale-pas-macenko": (
+        (
+            "domain=scale",
+            *COPIES,
+            "train.stain_copy_prob=0.5",
+            "stain.augment.targets=[pas]",
+            "stain.normalize.method=macenko",
+            "stain.normalize.reference=he",
+            "stain.normalize.organ_references={kidney:pas}",
+        ),
+        "`lean-scale-pas`, every image Macenko-normalised to its organ's HuBMAP stain "
+        "reference (kidney PAS) at training and inference",
+    ),
     # A stain-invariant input: every image (rendition, copy, test) reduced to its hematoxylin,
     # which the rendition keeps; the PAS it replaces is given up in training and test alike.
     "hematoxylin": (
