@@ -138,8 +138,7 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
             "train.stain_copy_prob=0.5",
             "stain.augment.targets=[pas]",
             "stain.normalize.method=macenko",
-            "stain.normalize.reference=he",
-            "stain.normalize.organ_references={kidney:pas}",
+            "stain.normalize.reference=pas",
         ),
         "`lean-scale-pas`, every image Macenko-normalised to its organ's HuBMAP stain "
         "reference (kidney PAS) at training and inference",
