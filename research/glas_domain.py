@@ -234,6 +234,21 @@ METHODS = {
             "denominator)",
             baseline="recolour-lean-scale",
         ),
+        # Every image (rendition, copy, test) Macenko-normalised to the H&E reference at
+        # training and inference: the kidney rendition's `lean-scale-pas-macenko` on H&E.
+        *paired(
+            "lean-scale-macenko",
+            (
+                "domain=scale",
+                "train.stain_copy_prob=0.5",
+                "stain.normalize.method=macenko",
+                "stain.normalize.reference=he",
+            ),
+            "`recolour-lean-scale`, every image Macenko-normalised to the H&E reference",
+            "same stain with the lean-scale-macenko recipe (recolour-lean-scale-macenko's "
+            "denominator)",
+            baseline="recolour-lean-scale",
+        ),
         # GlaS is tested on H&E: the PAS half of the copies shows a stain it never meets (the
         # kidney's `lean-scale-pas` the other way round).
         *paired(
