@@ -91,6 +91,15 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "stain.normalize.reference=he",
         "+stain.normalize.organ_references.kidney=none",
     ),
+    # `lean` with every image (training, copies, test) Macenko-normalised to its organ's HuBMAP
+    # stain reference (kidney PAS, the other organs H&E), at training and inference.
+    "lean-macenko": (
+        "domain=lean",
+        "stain.augment.method=recolour",
+        "stain.normalize.method=macenko",
+        "stain.normalize.reference=he",
+        "+stain.normalize.organ_references.kidney=pas",
+    ),
     "all-od": ("domain=all", "stain.augment.method=recolour", "stain.normalize.method=od"),
 }
 BOOTSTRAP = 10_000
