@@ -126,11 +126,10 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         "`lean-scale-pas` with stain-amount augmentation (`augment.density: 0.8`, range "
         "[0.1, 1.5])",
     ),
-    # The test's stain brought to the training images' instead of the training images' to the
-    # test's alone: every image (rendition, copy, test) Macenko-normalised to the organ's
-    # HuBMAP stain reference (kidney PAS, the other organs H&E), at training and inference.
-    # An HPA image's DAB comes out as the reference's PAS, a thicker or darker test section
-    # at the reference's amounts.
+    # The test's stain brought to the training images' as well as the training images' to the
+    # test's: every image (rendition, copy, test) Macenko-normalised to kidney's HuBMAP stain
+    # reference (PAS), at training and inference. An HPA image's DAB comes out as the
+    # reference's PAS, a thicker or darker test section at the reference's amounts.
     "lean-scale-pas-macenko": (
         (
             "domain=scale",
