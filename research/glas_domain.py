@@ -243,6 +243,9 @@ METHODS = {
                 "train.stain_copy_prob=0.5",
                 "stain.normalize.method=macenko",
                 "stain.normalize.reference=he",
+                # staintools' Macenko cannot fit the H&E reference luminosity-standardised
+                # (its eosin vector comes out with a negative red component)
+                "stain.normalize.luminosity=false",
             ),
             "`recolour-lean-scale`, every image Macenko-normalised to the H&E reference",
             "same stain with the lean-scale-macenko recipe (recolour-lean-scale-macenko's "
