@@ -24,7 +24,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TABLES = {
     "glas_domain_hard_2um_1x": (2.0, ["recolour", "recolour-lean-scale", "recolour-nocut",
                                       "recolour-lean", "recolour-hematoxylin",
-                                      "recolour-lean-scale-he"]),
+                                      "recolour-lean-scale-he",
+                                      "recolour-lean-scale-macenko"]),
     "glas_domain_hard_2um_x3": (2.0, ["recolour-x3", "pseudo-x3", "pseudo-heavy-x3", "dann-x3"]),
 }  # fmt: skip
 
