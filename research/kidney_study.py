@@ -212,8 +212,10 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         "validated every 10th",
     ),
     # Or more tiles per model: `lab-t05-3f-tta` (3 folds, 55 epochs) matched two folds of 80
-    # before NHWC made the hour hold more; with it three folds afford ≈ 70 epochs (the curves
-    # flatten from ≈ 55 at two folds), each model trained on 60 tiles instead of 45.
+    # before NHWC; the curves flatten from ≈ 55 at two folds. Each model trained on 60 tiles
+    # instead of 45 costs 1.33× per epoch: on an AMD EPYC (AVX2) fold 0 took 22.5 s per epoch
+    # with its validations, ≈ 79 min for the run, past the hour. Stopped in fold 0 after ≈ 20 epochs,
+    # not archived (research README).
     "labhalf-t05-3f70-tta": (
         (*HALF_LAB, *UNTUNED, *LONG, *TTA, "cv.folds=[0,1,2]", "train.epochs=70"),
         "`labhalf-t05-110-tta` with 3 folds (60 training tiles per model) at 70 epochs",
