@@ -214,8 +214,8 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # Or more tiles per model: `lab-t05-3f-tta` (3 folds, 55 epochs) matched two folds of 80
     # before NHWC; the curves flatten from ≈ 55 at two folds. Each model trained on 60 tiles
     # instead of 45 costs 1.33× per epoch: on an AMD EPYC (AVX2) fold 0 took 22.5 s per epoch
-    # with its validations, ≈ 79 min for the run, past the hour. Stopped in fold 0 after ≈ 20 epochs,
-    # not archived (research README).
+    # with its validations, ≈ 79 min for the run, past the hour. Stopped in fold 0 after ≈ 20
+    # epochs, not archived (research README).
     "labhalf-t05-3f70-tta": (
         (*HALF_LAB, *UNTUNED, *LONG, *TTA, "cv.folds=[0,1,2]", "train.epochs=70"),
         "`labhalf-t05-110-tta` with 3 folds (60 training tiles per model) at 70 epochs",
