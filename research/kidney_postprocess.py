@@ -11,12 +11,18 @@ study trained, what removing components below an area (the product's
 - test: the experiment's fold models (read the same way) predict the study's 40 test images
   (20 same-lab tiles, 20 second-lab renditions) with the run's own ``inference`` params.
 
+``--shipped`` does the same for the glomerulus model that ships (one fold of a run of the
+profile's recipe, ``src/ftuseg/assets/models/kidney``), on what it never trained on: its 45
+validation tiles (as OOF) and the 20 held-out tiles as bundled (2 µm/px; its Dice there must
+match ``results/kidney_labels_tiles.csv``), and the study's 20 second-lab renditions.
+
 Every variant's per-image Dice is archived in ``results/kidney_postprocess_runs.csv`` (run,
 variant, kind, id, fold, dice); ``--report`` rebuilds ``results/kidney_postprocess.{md,json}``
 from it on a fresh clone. The OOF gain of the best variant is also given *nested*: the variant
 is chosen on one fold's tiles and scored on the other's, so choosing it adds no optimism.
 
     python research/kidney_postprocess.py --work ../kidney-study --runs oofmaps-labhalf-t05-110-tta-s0
+    python research/kidney_postprocess.py --work ../kidney-study --shipped
     python research/kidney_postprocess.py --report
 """
 
@@ -35,6 +41,7 @@ import yaml
 from experiments import ROOT, interval_text, named_runs, read_at, rounded, show_at, write_tables
 from glas_gap import bootstrap
 from kidney_adapt import cached, fold_models
+from kidney_labels import TILES_CSV, audited_tiles
 from kidney_study import LAB_B
 
 from ftuseg.core import rle
@@ -43,12 +50,15 @@ from ftuseg.core.stage import make_config
 from ftuseg.infer.engine import InferenceConfig, Predictor
 from ftuseg.infer.maps import binarize, remove_small_components, to_original
 from ftuseg.infer.members import EnsembleConfig
+from ftuseg.infer.shipped import shipped_bundle
+from ftuseg.kaggle.runtime import load_bundle
 
 ARCHIVE = ROOT / "research" / "results" / "kidney_postprocess_runs.csv"
 TABLE = ROOT / "research" / "results" / "kidney_postprocess"
 # Areas in µm² at the tiles' ≈ 1 µm/px; a glomerulus is ≈ 150-250 µm across (≈ 2-5 × 10⁴ µm²).
 MIN_AREAS = (0, 250, 500, 1000, 2000, 4000, 8000)
 BASE = "min0"
+SHIPPED = "shipped-kidney"  # the archive's run name for the shipped model
 
 
 def variants() -> list[tuple[str, float, bool]]:
@@ -130,6 +140,35 @@ def test_rows(rev: str, data: Path) -> list[dict]:
     return rows
 
 
+def shipped_rows(data: Path) -> list[dict]:
+    """Every variant for the shipped model on the tiles it never trained on."""
+    bundle = shipped_bundle("kidney")
+    predictor, config, manifest = load_bundle(bundle)
+    model_json = json.loads((bundle / manifest["members"][0]["path"] / "model.json").read_text())
+    threshold = config.threshold("kidney")
+    counts = pd.read_csv(TILES_CSV).set_index("id")
+    rows = []
+    for which, tile in audited_tiles(model_json):
+        prob = predictor.predict(tile.image, tile.pixel_size, "kidney")
+        got = scores(prob, tile.mask.astype(bool), threshold, tile.pixel_size)
+        c = counts.loc[tile.id]
+        agree(got[BASE], 2 * c["pt"] / (c["p"] + c["t"]) if c["p"] + c["t"] else 1.0, tile.id)
+        kind, fold = ("oof", int(model_json["fold"])) if which == "validation" else ("test", -1)
+        image_id = "train_" + tile.id.rsplit("_", 1)[1]  # the bundle's hubmap_pas_<n>
+        rows += [{"variant": n, "kind": kind, "id": image_id, "fold": fold, "dice": d}
+                 for n, d in got.items()]  # fmt: skip
+    meta = pd.read_csv(data / "test.csv", dtype={"id": str})
+    labels = pd.read_csv(data / "test_labels.csv", dtype={"id": str}).set_index("id")["rle"]
+    for r in meta[meta["id"].str.startswith(LAB_B)].itertuples(index=False):
+        image = tifffile.imread(data / "test_images" / f"{r.id}.tiff")
+        truth = rle.decode(labels[r.id], image.shape[:2]).astype(bool)
+        got = scores(predictor.predict(image, r.pixel_size, "kidney"), truth, threshold,
+                     r.pixel_size)  # fmt: skip
+        rows += [{"variant": n, "kind": "test", "id": r.id, "fold": -1, "dice": d}
+                 for n, d in got.items()]  # fmt: skip
+    return rows
+
+
 def run(work: Path, names: list[str]) -> None:
     archive = pd.read_csv(ARCHIVE, dtype={"id": str}) if ARCHIVE.is_file() else None
     done = set() if archive is None else set(archive["run"])
@@ -137,10 +176,13 @@ def run(work: Path, names: list[str]) -> None:
     for name in names:
         if name in done:
             continue
-        if name not in runs:
+        if name not in runs and name != SHIPPED:
             raise SystemExit(f"{name}: no finished experiment of that name in this clone")
         print(f"{name} ...", flush=True)
-        rows = oof_rows(runs[name], work / "data") + test_rows(runs[name], work / "data")
+        if name == SHIPPED:
+            rows = shipped_rows(work / "data")
+        else:
+            rows = oof_rows(runs[name], work / "data") + test_rows(runs[name], work / "data")
         new = pd.DataFrame(rows).assign(run=name)
         new["dice"] = new["dice"].round(5)
         archive = new if archive is None else pd.concat([archive, new], ignore_index=True)
@@ -150,55 +192,56 @@ def run(work: Path, names: list[str]) -> None:
         tmp.replace(ARCHIVE)
 
 
-def per_image(archive: pd.DataFrame, kind: str, variant: str) -> pd.Series:
-    """Dice per image of one variant, averaged over the archived runs (seeds)."""
-    sel = archive[(archive["kind"] == kind) & (archive["variant"] == variant)]
-    return sel.groupby("id")["dice"].mean().sort_index()
+def per_image(rows: pd.DataFrame, kind: str, variant: str) -> pd.Series:
+    """Dice per image of one run's variant."""
+    sel = rows[(rows["kind"] == kind) & (rows["variant"] == variant)]
+    return sel.set_index("id")["dice"].sort_index()
 
 
-def nested(archive: pd.DataFrame) -> pd.Series:
-    """OOF Dice per image of the variant chosen on the *other* fold's tiles, per run, averaged
-    over the runs: what choosing the variant on OOF would give an unseen tile."""
-    oof = archive[archive["kind"] == "oof"]
+def nested(rows: pd.DataFrame) -> pd.Series:
+    """One run's OOF Dice per image of the variant chosen on the *other* folds' tiles: what
+    choosing the variant on OOF would give an unseen tile."""
+    oof = rows[rows["kind"] == "oof"]
     picked = []
-    for _run, rows in oof.groupby("run"):
-        for fold in sorted(rows["fold"].unique()):
-            other = rows[rows["fold"] != fold].groupby("variant")["dice"].mean()
-            chosen = other.idxmax()
-            picked.append(rows[(rows["fold"] == fold) & (rows["variant"] == chosen)])
-    return pd.concat(picked).groupby("id")["dice"].mean().sort_index()
+    for fold in sorted(oof["fold"].unique()):
+        other = oof[oof["fold"] != fold].groupby("variant")["dice"].mean()
+        picked.append(oof[(oof["fold"] == fold) & (oof["variant"] == other.idxmax())])
+    return pd.concat(picked).set_index("id")["dice"].sort_index()
 
 
-def groups(archive: pd.DataFrame, variant: str) -> dict[str, pd.Series]:
-    """OOF, same-lab test and second-lab test Dice per image of one variant."""
-    test = per_image(archive, "test", variant)
+def groups(rows: pd.DataFrame, variant: str) -> dict[str, pd.Series]:
+    """OOF, same-lab test and second-lab test Dice per image of one run's variant."""
+    test = per_image(rows, "test", variant)
     second = test.index.str.startswith(LAB_B)
-    return {"oof": per_image(archive, "oof", variant), "same_lab": test[~second],
+    return {"oof": per_image(rows, "oof", variant), "same_lab": test[~second],
             "lab_b": test[second]}  # fmt: skip
 
 
-def report(check: bool = False) -> dict:
-    archive = pd.read_csv(ARCHIVE, dtype={"id": str})
-    base = groups(archive, BASE)
-    rows = []
+def run_table(rows: pd.DataFrame) -> dict:
+    """Every variant of one run against the profile's (paired over images); the nested OOF
+    where the run has two folds or more."""
+    base = groups(rows, BASE)
+    table: dict = {"images": {k: len(v) for k, v in base.items()}, "rows": []}
     for name, area, fill in variants():
-        got = groups(archive, name)
         row = {"variant": name, "min_component_um2": area, "fill_holes": fill}
-        for key, series in got.items():
+        for key, series in groups(rows, name).items():
             row[key] = rounded(bootstrap(series.to_numpy()))
             if name != BASE:
                 delta = (series - base[key].reindex(series.index)).to_numpy()
                 row[f"{key}_vs_profile"] = rounded(bootstrap(delta))
-        rows.append(row)
-    chosen = nested(archive)
-    result = {
-        "runs": sorted(archive["run"].unique()),
-        "rows": rows,
-        "nested_oof": rounded(bootstrap(chosen.to_numpy())),
-        "nested_oof_vs_profile": rounded(
+        table["rows"].append(row)
+    if rows.loc[rows["kind"] == "oof", "fold"].nunique() > 1:
+        chosen = nested(rows)
+        table["nested_oof"] = rounded(bootstrap(chosen.to_numpy()))
+        table["nested_oof_vs_profile"] = rounded(
             bootstrap((chosen - base["oof"].reindex(chosen.index)).to_numpy())
-        ),
-    }
+        )
+    return table
+
+
+def report(check: bool = False) -> dict:
+    archive = pd.read_csv(ARCHIVE, dtype={"id": str})
+    result = {run: run_table(rows) for run, rows in archive.groupby("run", sort=True)}
     write_tables(TABLE, result, markdown(result), "kidney_postprocess.py", check)
     return result
 
@@ -213,40 +256,49 @@ def markdown(result: dict) -> str:
         "# Kidney study: post-processing on the trained models",
         "",
         "Generated by `research/kidney_postprocess.py --report` from "
-        "`kidney_postprocess_runs.csv`. Runs: " + ", ".join(f"`{r}`" for r in result["runs"]) + ".",
-        "Dice per image averaged over the runs, 95 % bootstrap over images; below each value the",
-        "paired difference to the profile as shipped (`min0`: threshold only).",
-        "",
-        "| variant | min component (µm²) | fill holes | OOF (90 tiles) | same lab (20) | "
-        "second lab (20) |",
-        "|---|---:|---|---|---|---|",
+        "`kidney_postprocess_runs.csv`. Per run: Dice per image, 95 % bootstrap over images;",
+        "below each value the paired difference to the profile as shipped (`min0`: the",
+        f"threshold alone). `{SHIPPED}`: the shipped model, OOF = its validation tiles.",
     ]
-    for r in result["rows"]:
-        lines.append(
-            f"| `{r['variant']}` | {r['min_component_um2']:g} | {'yes' if r['fill_holes'] else 'no'}"
-            f" | {cell(r, 'oof')} | {cell(r, 'same_lab')} | {cell(r, 'lab_b')} |"
-        )
-    v, d = result["nested_oof"], result["nested_oof_vs_profile"]
-    lines += [
-        "",
-        f"Nested OOF (the variant chosen on the other fold's tiles): {interval_text(v)}, "
-        f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] against the profile.",
-        "",
-    ]
-    return "\n".join(lines)
+    for run, table in result.items():
+        n = table["images"]
+        lines += [
+            "",
+            f"## `{run}`",
+            "",
+            f"| variant | min component (µm²) | fill holes | OOF ({n['oof']}) | "
+            f"same lab ({n['same_lab']}) | second lab ({n['lab_b']}) |",
+            "|---|---:|---|---|---|---|",
+        ]
+        for r in table["rows"]:
+            lines.append(
+                f"| `{r['variant']}` | {r['min_component_um2']:g} | "
+                f"{'yes' if r['fill_holes'] else 'no'} | {cell(r, 'oof')} | "
+                f"{cell(r, 'same_lab')} | {cell(r, 'lab_b')} |"
+            )
+        if "nested_oof" in table:
+            v, d = table["nested_oof"], table["nested_oof_vs_profile"]
+            lines += [
+                "",
+                f"Nested OOF (the variant chosen on the other fold's tiles): {interval_text(v)}, "
+                f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] against the profile.",
+            ]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, help="kidney_study.py's --work")
     ap.add_argument("--runs", nargs="+", default=[], help="finished experiments' names")
+    ap.add_argument("--shipped", action="store_true", help="also the shipped kidney model")
     ap.add_argument("--report", action="store_true", help="tables from the archive only")
     ap.add_argument("--check", action="store_true", help="fail if the tables are stale")
     args = ap.parse_args()
-    if args.runs and not (args.report or args.check):
+    names = [*args.runs, *([SHIPPED] if args.shipped else [])]
+    if names and not (args.report or args.check):
         if args.work is None:
-            ap.error("--runs needs --work")
-        run(args.work, args.runs)
+            ap.error("--runs and --shipped need --work")
+        run(args.work, names)
     report(check=args.check)
 
 
