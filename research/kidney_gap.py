@@ -142,6 +142,21 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         "`lean-scale-pas`, every image Macenko-normalised to its organ's HuBMAP stain "
         "reference (kidney PAS) at training and inference",
     ),
+    # The same without staintools' luminosity standardisation, the one setting under which its
+    # Macenko also fits the H&E reference (GlaS's `recolour-lean-scale-macenko`): could one
+    # setting serve both organs?
+    "lean-scale-pas-macenko-nolum": (
+        (
+            "domain=scale",
+            *COPIES,
+            "train.stain_copy_prob=0.5",
+            "stain.augment.targets=[pas]",
+            "stain.normalize.method=macenko",
+            "stain.normalize.reference=pas",
+            "stain.normalize.luminosity=false",
+        ),
+        "`lean-scale-pas-macenko` without luminosity standardisation",
+    ),
     # A stain-invariant input: every image (rendition, copy, test) reduced to its hematoxylin,
     # which the rendition keeps; the PAS it replaces is given up in training and test alike.
     "hematoxylin": (
