@@ -48,10 +48,11 @@ SOURCE_UM_PER_PX = 1.0  # the source README's estimate
 LAB_B = "labb_"
 # The study budget: the own-data profile (U-Net, 4 µm/px, 128² crops, 2 folds) with 8 epochs of
 # 4 crops per tile instead of 25 of 8 (≈ 1/6 of its training; ≈ 10 min per run on 2 cores).
-# The learning rate, TTA and validation interval are pinned: the profile's own may change
-# (`lab-t05-long`, `lab-t05-long-tta` below).
+# The learning rate, TTA, validation interval and post-processing are pinned: the profile's own
+# may change (`lab-t05-long`, `lab-t05-long-tta` below; its small-component removal is measured
+# on the runs' models by kidney_postprocess.py).
 BUDGET = ("profile=kidney-real", "train.epochs=8", "train.samples_per_image=4", "train.lr=2e-3",
-          "inference.tta=[0]", "train.val_every=1")  # fmt: skip
+          "inference.tta=[0]", "train.val_every=1", "inference.min_component_um2=0")  # fmt: skip
 # Every method starts from the profile with another lab's augmentations off (the profile has
 # them on since `lab` won), so a method means the same whatever the profile holds today.
 PLAIN = ("augment.density=0", "augment.density_range=[0.2,1.5]", "augment.glass=0",

@@ -314,7 +314,7 @@ def test_cli_numbers_are_checked_where_they_are_parsed(tmp_path, option, value):
 def test_the_profile_the_import_names_trains_on_the_tiles_as_they_are(tmp_path):
     """Own tiles are in the stain they will be predicted in: no HPA recolouring, no stain copies,
     another lab's augmentations and an untuned threshold; kidney-real is the same recipe on the
-    bundled tiles."""
+    bundled tiles, glomerulus fragments removed."""
     own = write_params(["profile=own-data", f"data.raw_dir={tmp_path}"], out=tmp_path / "o.yaml")
     assert own["data"]["raw_dir"] == str(tmp_path)
     assert own["stain"]["augment"]["copies"] == 0 and own["train"]["stain_copy_prob"] == 0.0
@@ -323,4 +323,8 @@ def test_the_profile_the_import_names_trains_on_the_tiles_as_they_are(tmp_path):
     assert own["ensemble"]["thresholds"] == [0.5]
     kidney = write_params(["profile=kidney-real"], out=tmp_path / "k.yaml")
     assert kidney["sample"]["train_source"] == "kidney_pas"
-    assert {**kidney, "sample": own["sample"], "data": own["data"]} == own
+    # Glomerulus fragments removed for kidney only: `own-data` does not know the user's FTU.
+    assert own["inference"]["min_component_um2"] == 0
+    assert kidney["inference"]["min_component_um2"] == 4000
+    inference = {**kidney["inference"], "min_component_um2": 0}
+    assert {**kidney, "sample": own["sample"], "data": own["data"], "inference": inference} == own

@@ -19,7 +19,14 @@ def test_the_archived_tables_are_fresh():
 
 @pytest.mark.parametrize(
     "script",
-    ["kidney_study.py", "kidney_gap.py", "domain.py", "kidney_labels.py", "kidney_overlap.py"],
+    [
+        "kidney_study.py",
+        "kidney_gap.py",
+        "domain.py",
+        "kidney_labels.py",
+        "kidney_overlap.py",
+        "kidney_postprocess.py",
+    ],
 )
 def test_the_study_tables_are_fresh(script):
     result = subprocess.run(
