@@ -22,7 +22,7 @@ variant, kind, id, fold, dice); ``--report`` rebuilds ``results/kidney_postproce
 from it on a fresh clone. The OOF gain of the best variant is also given *nested*: the variant
 is chosen on one fold's tiles and scored on the other's, so choosing it adds no optimism.
 
-    python research/kidney_postprocess.py --work ../kidney-study --runs oofmaps-labhalf-t05-110-tta-s0
+    python research/kidney_postprocess.py --work ../kidney-study --runs kidney-labquarter-t05-110-tta-s0
     python research/kidney_postprocess.py --work ../kidney-study --shipped
     python research/kidney_postprocess.py --report
 """
@@ -44,6 +44,7 @@ from glas_gap import bootstrap
 from kidney_adapt import cached, fold_models
 from kidney_labels import TILES_CSV, audited_tiles
 from kidney_study import LAB_B
+from scipy import ndimage
 
 from ftuseg.core import rle
 from ftuseg.core.metrics import dice
@@ -70,13 +71,8 @@ def variants() -> list[tuple[str, float, bool]]:
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Background that does not reach the image border becomes foreground: the background is
-    flooded (4-connected) from a 1-pixel frame added around the mask; what the flood does not
-    reach is a hole."""
-    framed = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    flood = framed.copy()
-    cv2.floodFill(flood, None, (0, 0), 1)
-    return (mask | (1 - flood[1:-1, 1:-1])).astype(np.uint8)
+    """Background that does not reach the image border (4-connected) becomes foreground."""
+    return ndimage.binary_fill_holes(mask).astype(np.uint8)
 
 
 def scores(prob: np.ndarray, truth: np.ndarray, threshold: float, um_per_px: float) -> dict:
