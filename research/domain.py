@@ -102,6 +102,17 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "stain.normalize.reference=pas",
         *(f"+stain.normalize.organ_references.{o}=none" for o in ORGANS if o != "kidney"),
     ),
+    # Every organ Macenko-normalised without luminosity standardisation, the one setting that
+    # fits both references: kidney to PAS, the others to H&E (ahead on the kidney rendition,
+    # +0.238; level on GlaS). Normalising kidney alone left the other organs to fall.
+    "lean-macenko-nolum": (
+        "domain=lean",
+        "stain.augment.method=recolour",
+        "stain.normalize.method=macenko",
+        "stain.normalize.reference=he",
+        "stain.normalize.luminosity=false",
+        "+stain.normalize.organ_references.kidney=pas",
+    ),
     "all-od": ("domain=all", "stain.augment.method=recolour", "stain.normalize.method=od"),
 }
 BOOTSTRAP = 10_000
