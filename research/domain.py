@@ -119,7 +119,16 @@ BOOTSTRAP = 10_000
 ARCHIVE = ROOT / "research" / "results" / "domain_runs.csv"
 RESULT_FILES = {"test": "metrics/test_per_image.csv", "oof": "metrics/plots/oof_per_image.csv"}
 # The default's decision: the default before it first (the paired differences are against it).
-DECISION = ("all", "lean", "nocut", "hematoxylin", "lean-organ", "lean-hx", "lean-macenko-kidney")
+DECISION = (
+    "all",
+    "lean",
+    "nocut",
+    "hematoxylin",
+    "lean-organ",
+    "lean-hx",
+    "lean-macenko-kidney",
+    "lean-macenko-nolum",
+)
 TODAY = "lean"  # the default since the decision; later candidates are also paired with it
 DECISION_TABLE = ROOT / "research" / "results" / "domain_default"
 
