@@ -39,8 +39,11 @@ def test_the_second_lab_is_lighter_finer_and_keeps_a_glomerulus(tile):
     assert 0.15 < glass < 0.7, glass  # a biopsy: glass beside the tissue
 
 
-def fake_archive(path, dice: dict[str, tuple[float, float]]) -> RunArchive:
-    """Runs whose same-lab tiles score ``same`` and second-lab tiles ``lab_b`` (two tiles)."""
+def fake_archive(
+    path, dice: dict[str, tuple[float, float]], oof: dict[str, list[float]] | None = None
+) -> RunArchive:
+    """Runs whose same-lab tiles score ``same`` and second-lab tiles ``lab_b`` (two tiles), and
+    whose two OOF tiles score ``oof[run]`` (default 0.8, 0.9)."""
 
     def read(rev: str, file: str) -> pd.DataFrame:
         same, lab_b = dice[rev]
@@ -48,7 +51,7 @@ def fake_archive(path, dice: dict[str, tuple[float, float]]) -> RunArchive:
             return pd.DataFrame({"id": ["t1", "t2", "labb_t1", "labb_t2"], "organ": "kidney",
                                  "dice": [same, same, lab_b, lab_b - 0.1]})  # fmt: skip
         return pd.DataFrame({"id": ["a", "b"], "organ": "kidney", "fold": [0, 1],
-                             "dice": [0.8, 0.9]})  # fmt: skip
+                             "dice": (oof or {}).get(rev, [0.8, 0.9])})  # fmt: skip
 
     archive = RunArchive(path, kidney_study.RESULT_FILES, extra=("organ",))
     archive.add({n: n for n in dice}, read)
@@ -74,6 +77,22 @@ def test_report_averages_seeds_and_pairs_the_second_lab_with_the_same_tiles(tmp_
     assert "lab_b_vs_base" not in scale
     assert json.loads((tmp_path / "table.json").read_text()) == result
     assert "| `od` | 1 |" in (tmp_path / "table.md").read_text()
+
+
+def test_oof_is_paired_tile_by_tile_with_the_profile_before_its_post_processing(
+    tmp_path, monkeypatch
+):
+    base, new = "kidney-labhalf-t05-110-tta", "kidney-labhalf-t05-110-min4000"
+    runs = {f"{base}-s0": (0.8, 0.8), f"{new}-s0": (0.8, 0.8), f"{new}-s1": (0.8, 0.8)}
+    oof = {f"{base}-s0": [0.8, 0.9], f"{new}-s0": [0.85, 0.9], f"{new}-s1": [0.83, 0.92]}
+    fake_archive(tmp_path / "runs.csv", runs, oof)
+    monkeypatch.setattr(kidney_study, "ARCHIVE", tmp_path / "runs.csv")
+    monkeypatch.setattr(kidney_study, "TABLE", tmp_path / "table")
+    rows = {r["method"]: r for r in kidney_study.report()["rows"]}
+    assert "oof_vs_profile" not in rows["labhalf-t05-110-tta"]
+    # Per tile over the seeds (0.84, 0.91) against (0.80, 0.90): +0.04 and +0.01.
+    assert rows["labhalf-t05-110-min4000"]["oof_vs_profile"][0] == pytest.approx(0.025)
+    assert rows["labhalf-t05-110-min4000"]["oof"][0] == pytest.approx(0.875)
 
 
 def test_test_time_variants_are_listed_after_their_method_without_an_oof(tmp_path, monkeypatch):
