@@ -375,6 +375,14 @@ def by_lab(dice: pd.Series) -> tuple[pd.Series, pd.Series]:
     return same, lab_b.set_axis(lab_b.index.str.removeprefix(LAB_B)).reindex(same.index)
 
 
+def paired_gain(values: pd.Series, base: pd.Series) -> list[float]:
+    """Mean of ``values - base`` tile by tile and its interval; every tile must be in ``base``."""
+    missing = values.index.difference(base.index)
+    if len(missing):
+        raise ValueError(f"no baseline Dice for {missing.tolist()[:5]}")
+    return rounded(bootstrap((values - base.reindex(values.index)).to_numpy()))
+
+
 def method_row(
     archive: RunArchive,
     method: str,
@@ -399,11 +407,11 @@ def method_row(
         "oof": None if oof is None else rounded(bootstrap(oof.to_numpy())),
     }  # fmt: skip
     if base is not None and method != BASELINE:
-        row["lab_b_vs_base"] = rounded(bootstrap((lab_b - base.reindex(lab_b.index)).to_numpy()))
+        row["lab_b_vs_base"] = paired_gain(lab_b, base)
     if base_same is not None and method != BASELINE:
-        row["same_vs_base"] = rounded(bootstrap((same - base_same.reindex(same.index)).to_numpy()))
+        row["same_vs_base"] = paired_gain(same, base_same)
     if oof is not None and base_oof is not None and method != OOF_BASELINE:
-        row["oof_vs_profile"] = rounded(bootstrap((oof - base_oof.reindex(oof.index)).to_numpy()))
+        row["oof_vs_profile"] = paired_gain(oof, base_oof)
     return row
 
 
