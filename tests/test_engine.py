@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -24,6 +27,7 @@ from ftuseg.infer.engine import (
 )
 from ftuseg.infer.maps import postprocess, quantize
 from ftuseg.models import Segmenter, build_model
+from ftuseg.train.validation import Validator
 
 
 class DarknessDetector(nn.Module):
@@ -110,6 +114,51 @@ def test_tta_of_an_equivariant_model_changes_nothing(tissue):
     np.testing.assert_array_equal(plain.predict_scaled(image, 0.4), tta.predict_scaled(image, 0.4))
 
 
+def test_presentations_are_averaged_at_the_image_size(tissue, monkeypatch):
+    """``inference.scales``: each factor presents the image that much larger to the member, the
+    maps come back at the image's own size, and their mean is the prediction."""
+    seen = []
+
+    def by_size(self, member, x):
+        seen.append(tuple(x.shape[-2:]))
+        # 0.2 on the image as it is, 0.6 on anything larger: the mean is exactly 0.4
+        return np.full(x.shape[-2:], 0.2 if x.shape[-1] <= 90 else 0.6, np.float32)
+
+    monkeypatch.setattr(Predictor, "predict_member", by_size)
+    predictor = Predictor(
+        [Member(segmenter(), 1.0)], 0.4, InferenceConfig(tile_size=64, scales=(1.0, 1.5))
+    )
+    q = predictor.predict_at_scale(tissue[:100, :90])
+    assert seen == [(100, 90), (150, 135)]
+    assert q.shape == (100, 90) and (q == round(0.4 * 255)).all()
+
+
+def test_presentations_of_a_pixelwise_model_agree(tissue):
+    """A model that looks at each pixel alone predicts the same map at any presentation (up to
+    resampling): averaging presentations must not shift or scale the map."""
+    image = cv2.GaussianBlur(tissue[:160, :150], (0, 0), 4)  # smooth: resampling loses little
+    pixelwise = nn.Conv2d(3, 1, 1)  # logit 4 × (the image's mean brightness - this pixel's)
+    with torch.no_grad():
+        pixelwise.weight.fill_(-4.0)
+        pixelwise.bias.fill_(4.0 * float(image.reshape(-1, 3).mean(0).sum()) / 255.0)
+    plain = Predictor([Member(pixelwise, 1.0)], 0.4, InferenceConfig(tile_size=64))
+    several = Predictor(
+        [Member(pixelwise, 1.0)], 0.4, InferenceConfig(tile_size=64, scales=(0.8, 1.0, 1.25))
+    )
+    a = plain.predict_at_scale(image).astype(int)
+    b = several.predict_at_scale(image).astype(int)
+    assert a.std() > 2  # the map varies over the tissue
+    assert np.abs(a - b)[4:-4, 4:-4].max() <= 2  # within 2/255 away from the border
+
+
+def test_validation_presents_each_image_once(tmp_path):
+    """Validation picks an epoch: it predicts with every inference setting but the presentations."""
+    generate(tmp_path, SampleConfig(train_per_organ=1, test_per_organ=0, field_um=120))
+    cfg = InferenceConfig(tta=(0, 1), scales=(0.85, 1.0, 1.18), min_component_um2=100.0)
+    validator = Validator(tmp_path / "prep", tmp_path / "train.csv", [], 4.0, 64, cfg)
+    assert validator.config == replace(cfg, scales=(1.0,))
+
+
 def test_nhwc_inference_feeds_nhwc_and_predicts_what_nchw_does(tissue):
     """``channels_last``: weights and every TTA view NHWC (a rotation's strides are not), the
     probabilities those of the NCHW engine up to float rounding."""
@@ -141,6 +190,8 @@ def test_bad_engine_settings_are_refused():
         {"window": "box"},
         {"tta": (9,)},
         {"tta": ()},
+        {"scales": ()},
+        {"scales": (0.1,)},
         {"precision": "int8"},
     ):
         with pytest.raises(ValueError, match="inference"):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ftuseg.core.errors import DataError
-from ftuseg.core.scale import to_scale
+from ftuseg.core.scale import resize_image, resize_prob, scaled_shape, to_scale
 from ftuseg.infer.maps import accumulate, member_weights, quantize, to_original
 from ftuseg.models import Segmenter
 from ftuseg.models.checkpoint import load_checkpoint
@@ -51,6 +51,10 @@ class InferenceConfig:
     batch_size: int = 8  # tiles per forward pass
     window: str = "gaussian"  # blending window: gaussian | cosine | flat
     tta: tuple[int, ...] = (0,)  # dihedral transforms, k in 0..7 (see augment.dihedral)
+    # Presentations: each image also predicted as if its pixel size were this factor × its own
+    # (objects that much larger in pixels), the maps resampled back and averaged. (1.0,): the
+    # image as it is. Validation during training always predicts at (1.0,) alone.
+    scales: tuple[float, ...] = (1.0,)
     precision: str = "fp16"  # fp32 | fp16 | bf16; reduced precision applies on CUDA only
     # NHWC weights and tiles: faster convolutions on CPU (oneDNN) and CUDA alike (measured in
     # benchmarks/models.py); the numbers differ from NCHW only by float rounding.
@@ -79,9 +83,14 @@ class InferenceConfig:
             raise ValueError(f"inference.window must be one of {WINDOWS}, got {self.window!r}")
         if not self.tta or any(k not in range(8) for k in self.tta):
             raise ValueError(f"inference.tta must be a non-empty list of 0..7, got {self.tta}")
+        if not self.scales or any(not 0.25 <= f <= 4.0 for f in self.scales):
+            raise ValueError(
+                f"inference.scales must be a non-empty list in [0.25, 4], got {self.scales}"
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(f"inference.precision must be one of {tuple(PRECISIONS)}")
         object.__setattr__(self, "tta", tuple(int(k) for k in self.tta))
+        object.__setattr__(self, "scales", tuple(float(f) for f in self.scales))
 
 
 # ------------------------------------------------------------------------------ tiles
@@ -358,9 +367,6 @@ class Predictor:
     def predict_at_scale(self, scaled: np.ndarray, organ: str | None = None) -> np.ndarray:
         """:meth:`predict_scaled` of an image already resampled to the training scale (and
         stain-normalised, when the members use normalisation)."""
-        # A (3, H, W) uint8 view of the resampled image: no float copy of the whole image.
-        # (read-only memory maps are copied: torch wants writable arrays, even only to read)
-        x = torch.from_numpy(np.require(scaled, requirements=["C", "W"])).permute(2, 0, 1)
         weights = member_weights(
             [m.weight for m in self.members], [m.organs for m in self.members], organ
         )
@@ -368,8 +374,24 @@ class Predictor:
         acc = None
         for m, w in zip(self.members, weights, strict=True):
             if w > 0:
-                acc = accumulate(acc, quantize(self.predict_member(m, x)), w / total)
+                acc = accumulate(acc, quantize(self.predict_presentations(m, scaled)), w / total)
         return quantize(acc)
+
+    def predict_presentations(self, member: Member, scaled: np.ndarray) -> np.ndarray:
+        """One member's probability (float32, at ``scaled``'s size) averaged over
+        ``inference.scales``: the image enlarged by each factor, predicted, and the map
+        resampled back; (1.0,) is the image as it is, with no resampling at all."""
+        shape = scaled.shape[:2]
+        prob = None
+        for f in self.config.scales:
+            image = scaled if f == 1.0 else resize_image(scaled, scaled_shape(shape, f, 1.0))
+            # A (3, H, W) uint8 view of the image: no float copy of the whole image.
+            # (read-only memory maps are copied: torch wants writable arrays, even only to read)
+            x = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)
+            p = self.predict_member(member, x)
+            p = p if f == 1.0 else resize_prob(p, shape)
+            prob = p if prob is None else prob + p
+        return prob if len(self.config.scales) == 1 else prob / np.float32(len(self.config.scales))
 
     def predict(self, image: np.ndarray, pixel_size: float, organ: str | None = None) -> np.ndarray:
         """Ensemble probability (float32) at the image's original size."""

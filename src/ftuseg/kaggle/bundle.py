@@ -285,7 +285,12 @@ def build_kernel(
         config.save(dataset / ENSEMBLE_NAME)
         write_yaml(
             dataset / INFERENCE_NAME,
-            {**inference.__dict__, "tta": list(inference.tta), "device": "auto"},
+            {
+                **inference.__dict__,
+                "tta": list(inference.tta),
+                "scales": list(inference.scales),
+                "device": "auto",
+            },
         )
         wheel = build_wheel(project_root, dataset / "wheels")
         manifest = {"format": 1, "ftuseg_version": __version__, "members": members}

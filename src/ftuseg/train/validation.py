@@ -7,12 +7,16 @@ size, post-processed at threshold 0.5 and scored against its original-resolution
 competition's Dice. The prepared image *is* the raw image resampled to the training scale (the
 prepare stage and the engine share :func:`ftuseg.core.scale.to_scale`), so starting from it gives the
 same numbers as OOF, which starts from the raw file, without reading raw images every epoch.
+One exception: validation presents each image once, as it is (``inference.scales`` of 1.0
+alone), since further presentations multiply its cost each epoch for a choice of epoch; OOF,
+the submission and the kernel use every presentation.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +58,8 @@ class Validator:
         self.paths = [
             Path((images or {}).get(i) or prepared_path(prepared_dir, i, "image")) for i in ids
         ]
-        self.um_per_px, self.crop_size, self.config = um_per_px, crop_size, config
+        self.um_per_px, self.crop_size = um_per_px, crop_size
+        self.config = replace(config, scales=(1.0,))
         self.train_pixel_sizes = tuple(train_pixel_sizes)
 
     def __len__(self) -> int:

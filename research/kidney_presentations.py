@@ -1,0 +1,243 @@
+"""Test-time presentations on the kidney study's trained models: flips and pixel sizes.
+
+The ``kidney-real`` profile predicts every tile under four flips/rotations at its csv pixel
+size. This measures, on models the study trained (no training), what all eight dihedral
+transforms (``inference.tta``) and three presentations of each tile (``inference.scales``:
+its pixel size × 0.85 / 1 / 1.18, the maps averaged) change on the runs' OOF tiles and on the
+study's 40 test images (20 same-lab tiles, 20 second-lab renditions). Validation presents each
+tile once (``inference.scales`` does not reach it), so a run of the profile with presentations
+added trains and selects exactly the models measured here; only its OOF and test maps differ.
+
+Each variant is the product's own engine: every (flip, factor) map is one
+:meth:`~ftuseg.infer.engine.Predictor.predict_presentations` call, and a variant averages its
+flips, then its factors, as the engine does (the blending is linear: the same map up to float
+rounding). ``tta4``, the runs' own, must reproduce each run's logged per-image Dice to 1e-4.
+
+Per-image Dice of every variant is archived in ``results/kidney_presentations_runs.csv``;
+``--report`` rebuilds ``results/kidney_presentations.{md,json}`` from it on a fresh clone.
+
+    python research/kidney_presentations.py --work ../kidney-study --runs kidney-labhalf-t05-110-min4000-s0
+    python research/kidney_presentations.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+import yaml
+from experiments import ROOT, interval_text, named_runs, read_at, rounded, show_at, write_tables
+from glas_gap import bootstrap
+from kidney_adapt import fold_models
+from kidney_postprocess import agree
+from kidney_study import LAB_B
+from rich.progress import track
+
+from ftuseg.core import rle
+from ftuseg.core.metrics import dice
+from ftuseg.core.stage import make_config
+from ftuseg.infer.engine import InferenceConfig, Predictor
+from ftuseg.infer.maps import accumulate, postprocess, quantize, to_original
+from ftuseg.infer.members import EnsembleConfig
+
+ARCHIVE = ROOT / "research" / "results" / "kidney_presentations_runs.csv"
+TABLE = ROOT / "research" / "results" / "kidney_presentations"
+FLIPS = {"tta4": (0, 1, 2, 3), "tta8": tuple(range(8))}
+FACTORS = {"": (1.0,), "-s3": (0.85, 1.0, 1.18)}
+VARIANTS = {f + s: (FLIPS[f], FACTORS[s]) for s in FACTORS for f in FLIPS}
+BASE = "tta4"  # the runs' own
+
+
+def member_maps(predictor: Predictor, scaled: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Per member: every variant's float map at the training scale, from one engine call per
+    (flip, factor) (``predictor``'s config is replaced per call; its members are kept)."""
+    out = []
+    for member in predictor.members:
+        atoms = {}
+        for k in FLIPS["tta8"]:
+            for f in FACTORS["-s3"]:
+                predictor.config = replace(predictor.config, tta=(k,), scales=(f,))
+                atoms[k, f] = predictor.predict_presentations(member, scaled)
+        maps = {}
+        for name, (flips, factors) in VARIANTS.items():
+            per_factor = [sum(atoms[k, f] for k in flips) / np.float32(len(flips)) for f in factors]
+            maps[name] = (
+                per_factor[0] if len(factors) == 1 else sum(per_factor) / np.float32(len(factors))
+            )
+        out.append(maps)
+    return out
+
+
+def ensemble(maps: list[dict[str, np.ndarray]], name: str) -> np.ndarray:
+    """The members' maps of one variant combined with equal weights, as the engine does."""
+    acc = None
+    for m in maps:
+        acc = accumulate(acc, quantize(m[name]), 1.0 / len(maps))
+    return quantize(acc)
+
+
+def scored(maps: list[dict], truth: np.ndarray, threshold: float, pixel_size: float,
+           config: InferenceConfig) -> dict[str, float]:  # fmt: skip
+    """Dice of every variant, post-processed as the pipeline does."""
+    return {
+        name: dice(
+            postprocess(
+                to_original(ensemble(maps, name), truth.shape),
+                threshold,
+                pixel_size,
+                config.min_component_um2,
+            ),
+            truth,
+        )  # fmt: skip
+        for name in VARIANTS
+    }
+
+
+def run_rows(rev: str, data: Path) -> list[dict]:
+    """Every variant on the run's OOF tiles (each by its fold's model, threshold 0.5 as the oof
+    stage) and on the study's test images (the fold models together, the run's threshold)."""
+    params = yaml.safe_load(show_at(rev, "params.yaml"))
+    config = make_config(InferenceConfig, params, "inference")
+    if config.tta != FLIPS[BASE] or config.scales != (1.0,):
+        raise SystemExit(f"{rev}: the run predicts with tta {config.tta}, not {BASE}'s")
+    logged_oof = read_at(rev, "metrics/oof_per_image.csv").set_index("id")
+    logged_test = read_at(rev, "metrics/test_per_image.csv").set_index("id")["dice"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        yaml_path = Path(tmp) / "ensemble.yaml"
+        yaml_path.write_text(show_at(rev, "data/ensemble.yaml"))
+        ens = EnsembleConfig.load(yaml_path)
+        dirs = fold_models(rev, ens.members, Path(tmp))
+        folds = {int(d.name.removeprefix("fold")): Predictor.from_checkpoints([(d, 1.0)], config)
+                 for d in dirs}  # fmt: skip
+        train = pd.read_csv(data / "train.csv", dtype={"id": str})
+        for r in track(list(train.itertuples(index=False)), description="OOF tiles"):
+            fold = int(logged_oof.loc[r.id, "fold"])
+            image = tifffile.imread(data / "train_images" / f"{r.id}.tiff")
+            truth = rle.decode(r.rle, image.shape[:2]).astype(bool)
+            p = folds[fold]
+            maps = member_maps(p, p.scaled_input(image, r.pixel_size, r.organ))
+            got = scored(maps, truth, 0.5, r.pixel_size, config)
+            agree(got[BASE], logged_oof.loc[r.id, "dice"], r.id)
+            rows += [{"variant": n, "kind": "oof", "id": r.id, "fold": fold, "dice": d}
+                     for n, d in got.items()]  # fmt: skip
+        both = Predictor.from_checkpoints([(d, 1.0) for d in dirs], config)
+        labels = pd.read_csv(data / "test_labels.csv", dtype={"id": str}).set_index("id")["rle"]
+        test = pd.read_csv(data / "test.csv", dtype={"id": str})
+        for r in track(list(test.itertuples(index=False)), description="test images"):
+            image = tifffile.imread(data / "test_images" / f"{r.id}.tiff")
+            truth = rle.decode(labels[r.id], image.shape[:2]).astype(bool)
+            maps = member_maps(both, both.scaled_input(image, r.pixel_size, r.organ))
+            got = scored(maps, truth, ens.threshold(r.organ), r.pixel_size, config)
+            agree(got[BASE], logged_test[r.id], r.id)
+            rows += [{"variant": n, "kind": "test", "id": r.id, "fold": -1, "dice": d}
+                     for n, d in got.items()]  # fmt: skip
+    return rows
+
+
+def run(work: Path, names: list[str]) -> None:
+    archive = pd.read_csv(ARCHIVE, dtype={"id": str}) if ARCHIVE.is_file() else None
+    done = set() if archive is None else set(archive["run"])
+    runs = named_runs("")
+    for name in [n for n in names if n not in done]:
+        if name not in runs:
+            raise SystemExit(f"{name}: no finished experiment of that name in this clone")
+        print(f"{name} ...", flush=True)
+        new = pd.DataFrame(run_rows(runs[name], work / "data")).assign(run=name)
+        new["dice"] = new["dice"].round(5)
+        archive = new if archive is None else pd.concat([archive, new], ignore_index=True)
+        tmp = ARCHIVE.with_suffix(".csv.tmp")
+        archive[["run", "variant", "kind", "id", "fold", "dice"]].to_csv(tmp, index=False)
+        tmp.replace(ARCHIVE)
+
+
+def per_image(rows: pd.DataFrame, variant: str) -> dict[str, pd.Series]:
+    """OOF, same-lab and second-lab Dice per image of one variant, averaged over the runs."""
+    sel = rows[rows["variant"] == variant].groupby(["kind", "id"])["dice"].mean()
+    test = sel["test"]
+    second = test.index.str.startswith(LAB_B)
+    return {"oof": sel["oof"], "same_lab": test[~second], "lab_b": test[second]}
+
+
+def table(rows: pd.DataFrame) -> dict:
+    """Every variant against ``tta4``, paired over images (each image's mean over the runs)."""
+    base = per_image(rows, BASE)
+    out: dict = {
+        "runs": sorted(rows["run"].unique()),
+        "images": {k: len(v) for k, v in base.items()},
+        "rows": [],
+    }
+    for name, (flips, factors) in VARIANTS.items():
+        row: dict = {"variant": name, "tta": list(flips), "scales": list(factors)}
+        for key, series in per_image(rows, name).items():
+            row[key] = rounded(bootstrap(series.to_numpy()))
+            if name != BASE:
+                row[f"{key}_vs_base"] = rounded(
+                    bootstrap((series - base[key].reindex(series.index)).to_numpy())
+                )
+        row["oof_per_run"] = [
+            round(float(g[(g["variant"] == name) & (g["kind"] == "oof")]["dice"].mean()), 4)
+            for _, g in rows.groupby("run", sort=True)
+        ]
+        out["rows"].append(row)
+    return out
+
+
+def report(check: bool = False) -> dict:
+    rows = pd.read_csv(ARCHIVE, dtype={"id": str})
+    result = {"all runs": table(rows)}
+    write_tables(TABLE, result, markdown(result), "kidney_presentations.py", check)
+    return result
+
+
+def markdown(result: dict) -> str:
+    t = result["all runs"]
+    n = t["images"]
+
+    def cell(row: dict, key: str) -> str:
+        vs = row.get(f"{key}_vs_base")
+        text = interval_text(row[key])
+        return text if vs is None else f"{text}<br>{vs[0]:+.4f} [{vs[1]:+.4f}, {vs[2]:+.4f}]"
+
+    lines = [
+        "# Kidney study: flips and presentations on the trained models",
+        "",
+        "Generated by `research/kidney_presentations.py --report` from "
+        "`kidney_presentations_runs.csv`. Runs: " + ", ".join(f"`{r}`" for r in t["runs"]) + ".",
+        "Dice per image averaged over the runs, 95 % bootstrap over images; below each value the",
+        f"paired difference to `{BASE}` (the runs' own: four flips/rotations, the csv pixel size).",
+        "",
+        f"| variant | flips | pixel size × | OOF ({n['oof']}) | OOF per run | same lab ({n['same_lab']}) "
+        f"| second lab ({n['lab_b']}) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in t["rows"]:
+        per_run = " / ".join(f"{v:.4f}" for v in r["oof_per_run"])
+        lines.append(
+            f"| `{r['variant']}` | {len(r['tta'])} | {' / '.join(f'{f:g}' for f in r['scales'])} | "
+            f"{cell(r, 'oof')} | {per_run} | {cell(r, 'same_lab')} | {cell(r, 'lab_b')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, help="kidney_study.py's --work")
+    ap.add_argument("--runs", nargs="+", default=[], help="finished experiments' names")
+    ap.add_argument("--report", action="store_true", help="tables from the archive only")
+    ap.add_argument("--check", action="store_true", help="fail if the tables are stale")
+    args = ap.parse_args()
+    if args.runs and not (args.report or args.check):
+        if args.work is None:
+            ap.error("--runs needs --work")
+        run(args.work, args.runs)
+    report(check=args.check)
+
+
+if __name__ == "__main__":
+    main()
