@@ -26,6 +26,7 @@ def test_the_archived_tables_are_fresh():
         "kidney_labels.py",
         "kidney_overlap.py",
         "kidney_postprocess.py",
+        "kidney_presentations.py",
     ],
 )
 def test_the_study_tables_are_fresh(script):
