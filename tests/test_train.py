@@ -28,7 +28,7 @@ from ftuseg.models.checkpoint import load_checkpoint
 from ftuseg.train.config import RunDirs, Runtime, TrainConfig, split_ids
 from ftuseg.train.distributed import DistInfo
 from ftuseg.train.inputs import TrainData, image_files, input_files
-from ftuseg.train.loop import train_fold
+from ftuseg.train.loop import train_fold, validated
 from ftuseg.train.optimisation import prepare_model
 from ftuseg.train.resume import TrainingState, inputs_digest, load_state, restore, save_state
 
@@ -202,6 +202,30 @@ def test_train_config_refuses_a_weight_average_decay_out_of_range():
             replace(CFG, ema_decay=decay)
     with pytest.raises(ValueError, match="val_every"):
         replace(CFG, val_every=0)
+    for start in (-1, CFG.epochs + 1):
+        with pytest.raises(ValueError, match="val_start"):
+            replace(CFG, val_start=start)
+
+
+def test_validation_from_val_start_on_the_val_every_grid():
+    """`kidney-real`: 110 epochs, every 5th validated from the 55th: 55, 60, ..., 110."""
+    cfg = replace(CFG, epochs=110, val_every=5, val_start=55)
+    assert [e + 1 for e in range(110) if validated(cfg, e)] == list(range(55, 111, 5))
+    assert [e + 1 for e in range(10) if validated(replace(cfg, val_start=0), e)] == [5, 10]
+
+
+def test_no_validation_before_val_start_and_the_same_training(prepared, first, tmp_path):
+    """`train.val_start: 3` over 3 epochs validates the last alone, with the score an
+    every-epoch run gives it, and trains exactly as that run (the same losses)."""
+    out, _ = first
+    summary = run(prepared, tmp_path, replace(CFG, val_start=3))
+    every = pd.read_csv(out / "live/plots/metrics/val/dice.tsv", sep="\t").set_index("step")
+    curve = pd.read_csv(tmp_path / "live/plots/metrics/val/dice.tsv", sep="\t").set_index("step")
+    assert curve.index.tolist() == [2]
+    assert curve["dice"].tolist() == pytest.approx(every.loc[[2], "dice"].tolist(), abs=1e-6)
+    assert summary["best_epoch"] == 3
+    loss = (tmp_path / "live/plots/metrics/train/loss.tsv").read_text()
+    assert loss == (out / "live/plots/metrics/train/loss.tsv").read_text()
 
 
 def test_validating_every_other_epoch_keeps_the_best_of_those_validated(prepared, first, tmp_path):

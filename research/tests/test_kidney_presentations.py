@@ -6,7 +6,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
-from kidney_presentations import BASE, VARIANTS, member_maps, table
+from kidney_presentations import (
+    BASE,
+    RUN_THRESHOLD,
+    THRESHOLDS,
+    VARIANTS,
+    member_maps,
+    nested,
+    table,
+)
 
 from ftuseg.infer.engine import InferenceConfig
 
@@ -37,15 +45,33 @@ def test_the_table_pairs_each_image_over_the_runs_means():
     rows = []
     for run, gain_y in (("r0", 0.04), ("r1", 0.0)):
         for name in VARIANTS:
-            bump = name != BASE
-            rows += [
-                (run, name, "oof", "x", 0, 0.80 + 0.02 * bump),
-                (run, name, "oof", "y", 1, 0.60 + gain_y * bump),
-                (run, name, "test", "t1", -1, 0.7),
-                (run, name, "test", "labb_t1", -1, 0.5),
-            ]
-    archive = pd.DataFrame(rows, columns=["run", "variant", "kind", "id", "fold", "dice"])
-    got = {r["variant"]: r for r in table(archive)["rows"]}
-    assert got[BASE]["oof"][0] == 0.7 and "oof_vs_base" not in got[BASE]
-    assert got["tta8"]["oof_vs_base"][0] == round((0.02 + 0.02) / 2, 4)
-    assert got["tta8"]["oof_per_run"] == [round((0.82 + 0.64) / 2, 4), round((0.82 + 0.60) / 2, 4)]
+            for t in THRESHOLDS:
+                bump = name != BASE
+                rows += [
+                    (run, name, t, "oof", "x", 0, 0.80 + 0.02 * bump),
+                    (run, name, t, "oof", "y", 1, 0.60 + gain_y * bump),
+                    (run, name, t, "test", "t1", -1, 0.7),
+                    (run, name, t, "test", "labb_t1", -1, 0.5),
+                ]
+    cols = ["run", "variant", "threshold", "kind", "id", "fold", "dice"]
+    got = {
+        (r["variant"], r["threshold"]): r for r in table(pd.DataFrame(rows, columns=cols))["rows"]
+    }
+    assert got[BASE, RUN_THRESHOLD]["oof"][0] == 0.7
+    assert "oof_vs_base" not in got[BASE, RUN_THRESHOLD]
+    assert got[BASE, 0.4]["oof_vs_base"][0] == 0.0
+    assert got["tta8", 0.5]["oof_vs_base"][0] == round((0.02 + 0.02) / 2, 4)
+    assert got["tta8", 0.5]["oof_per_run"] == [
+        round((0.82 + 0.64) / 2, 4),
+        round((0.82 + 0.60) / 2, 4),
+    ]
+
+
+def test_the_nested_threshold_is_chosen_on_the_other_fold():
+    # One run: 0.4 wins on fold 0's tile, 0.6 on fold 1's; each fold gets the other's winner.
+    rows = [
+        ("r", BASE, 0.4, "oof", "x", 0, 0.9), ("r", BASE, 0.6, "oof", "x", 0, 0.5),
+        ("r", BASE, 0.4, "oof", "y", 1, 0.3), ("r", BASE, 0.6, "oof", "y", 1, 0.8),
+    ]  # fmt: skip
+    cols = ["run", "variant", "threshold", "kind", "id", "fold", "dice"]
+    assert nested(pd.DataFrame(rows, columns=cols), BASE).to_dict() == {"x": 0.5, "y": 0.3}

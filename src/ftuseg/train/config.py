@@ -49,6 +49,9 @@ class TrainConfig:
     # Validate every this many epochs and after the last one; the best checkpoint is chosen
     # among the validated epochs. Above 1 when validation is dear (TTA: 4 passes per tile).
     val_every: int = 1
+    # No validation before this epoch (1-based; the last is always validated): with a cosine
+    # schedule the best epochs come late, and early validations only cost time.
+    val_start: int = 0
     # Cap on optimiser updates over the whole run (0: none): a rehearsal at real sizes on a
     # slow machine runs every code path with a few steps; the epoch it falls in is the last.
     max_steps: int = 0
@@ -69,6 +72,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.val_every < 1:
             raise ValueError(f"train.val_every must be >= 1, got {self.val_every}")
+        if not 0 <= self.val_start <= self.epochs:
+            raise ValueError(
+                f"train.val_start must be in [0, epochs = {self.epochs}], got {self.val_start}"
+            )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.domain_weight < 0:

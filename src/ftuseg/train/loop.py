@@ -330,7 +330,7 @@ def run_epochs(
             **{f"train/{k}": mean_across(v, runtime.info) for k, v in losses.items()},
             "train/lr": run.opt.optimizer.param_groups[0]["lr"],
         }
-        if last or (epoch + 1) % cfg.val_every == 0:
+        if last or validated(cfg, epoch):
             # Validation on the main process; every rank gets its score for early stopping.
             val_dice = from_main(
                 run.validate(scored) if runtime.info.is_main else 0.0, runtime.info
@@ -351,6 +351,11 @@ def run_epochs(
             log.info("early stop after epoch %d (best %d)", epoch + 1, state.best_epoch)
             break
     return pseudo_stats
+
+
+def validated(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether the 0-based ``epoch`` is validated (the last one always is, besides)."""
+    return epoch + 1 >= cfg.val_start and (epoch + 1) % cfg.val_every == 0
 
 
 def stepped_out(cfg: TrainConfig, epoch: int, updates_per_epoch: int) -> bool:
