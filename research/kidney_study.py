@@ -238,10 +238,16 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # folds were 75-100, so the models and epochs kept are the same (validation draws nothing
     # from the training RNG), for 12 validations per fold instead of 22.
     "labhalf-t05-110-min4000-v55": (
-        (*HALF_LAB, *UNTUNED, *LONG, *TTA, *HOUR_NHWC, "inference.min_component_um2=4000",
-         "train.val_start=55"),  # fmt: skip
-        "`labhalf-t05-110-min4000` validated from the 55th epoch on: the `kidney-real` profile "
-        "now",
+        (
+            *HALF_LAB,
+            *UNTUNED,
+            *LONG,
+            *TTA,
+            *HOUR_NHWC,
+            "inference.min_component_um2=4000",
+            "train.val_start=55",
+        ),  # fmt: skip
+        "`labhalf-t05-110-min4000` validated from the 55th epoch on: the `kidney-real` profile now",
     ),
     "labquarter-t05-110-tta": (
         (*QUARTER_LAB, *UNTUNED, *LONG, *TTA, *HOUR_NHWC),
