@@ -42,7 +42,7 @@ from ftuseg.core import rle
 from ftuseg.core.metrics import dice
 from ftuseg.core.stage import make_config
 from ftuseg.infer.engine import InferenceConfig, Predictor
-from ftuseg.infer.maps import accumulate, postprocess, quantize, to_original
+from ftuseg.infer.maps import combine, postprocess, quantize, to_original
 from ftuseg.infer.members import EnsembleConfig
 
 ARCHIVE = ROOT / "research" / "results" / "kidney_presentations_runs.csv"
@@ -79,10 +79,7 @@ def member_maps(predictor: Predictor, scaled: np.ndarray) -> list[dict[str, np.n
 
 def ensemble(maps: list[dict[str, np.ndarray]], name: str) -> np.ndarray:
     """The members' maps of one variant combined with equal weights, as the engine does."""
-    acc = None
-    for m in maps:
-        acc = accumulate(acc, quantize(m[name]), 1.0 / len(maps))
-    return quantize(acc)
+    return combine([quantize(m[name]) for m in maps], [1.0] * len(maps))
 
 
 def scored(
