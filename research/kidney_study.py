@@ -249,6 +249,23 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         ),  # fmt: skip
         "`labhalf-t05-110-min4000` validated from the 55th epoch on: the `kidney-real` profile now",
     ),
+    # Without the rotation/zoom warp (`augment.rotate_scale: 0`, half the crops before): an own
+    # lab's tiles come at one pixel size (the engine resamples others to it), and a warped mask
+    # (nearest neighbour) moves a 50-px glomerulus's outline by up to half a pixel against its
+    # image. At the study budget flips alone (`none`) led `scale` on OOF by +0.017.
+    "labhalf-t05-110-min4000-v55-norot": (
+        (
+            *HALF_LAB,
+            *UNTUNED,
+            *LONG,
+            *TTA,
+            *HOUR_NHWC,
+            "inference.min_component_um2=4000",
+            "train.val_start=55",
+            "augment.rotate_scale=0",
+        ),  # fmt: skip
+        "`labhalf-t05-110-min4000-v55` without the rotation and zoom augmentation",
+    ),
     "labquarter-t05-110-tta": (
         (*QUARTER_LAB, *UNTUNED, *LONG, *TTA, *HOUR_NHWC),
         "`labhalf-t05-110-tta` with another lab's augmentations at a quarter of their "
