@@ -252,7 +252,8 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # Without the rotation/zoom warp (`augment.rotate_scale: 0`, half the crops before): an own
     # lab's tiles come at one pixel size (the engine resamples others to it), and a warped mask
     # (nearest neighbour) moves a 50-px glomerulus's outline by up to half a pixel against its
-    # image. At the study budget flips alone (`none`) led `scale` on OOF by +0.017.
+    # image. At the study budget flips alone (`none`) led `scale` on OOF by +0.017. Stopped
+    # after fold 0 (seed 2022), not archived: best validation 0.889 (epoch 65) against 0.893.
     "labhalf-t05-110-min4000-v55-norot": (
         (
             *HALF_LAB,
@@ -269,6 +270,7 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # The other way: every crop rotated and zoomed (`augment.rotate_scale: 1`, half before).
     # Without the warp (`-norot`, fold 0 at seed 2022, not archived) the validation Dice fell
     # after epoch 65 (0.889 → 0.874 at 100) where the profile's rose (0.885 → 0.893 at 95).
+    # Stopped after fold 0, not archived: best 0.891 (epoch 95), 0.887 at the last.
     "labhalf-t05-110-min4000-v55-rot1": (
         (
             *HALF_LAB,
@@ -285,6 +287,8 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # Or regularise the weights: AdamW's decay at 1e-4 shrinks them by ≈ 0.1 % over the run's
     # updates (lr 4e-3 on a cosine), none at all; 0.05 (as ConvNeXt / DeiT train from scratch)
     # shrinks them by ≈ 40 %. Neither warp setting moved fold 0 above the profile's late rise.
+    # Stopped after fold 0, not archived: best 0.891 (epoch 100), the curve unsteady (0.824 at
+    # epoch 95, 0.884 at the last).
     "labhalf-t05-110-min4000-v55-wd05": (
         (
             *HALF_LAB,
