@@ -302,6 +302,22 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         ),  # fmt: skip
         "`labhalf-t05-110-min4000-v55` with weight decay 0.05 instead of 1e-4",
     ),
+    # Or the outline's resolution: at 4 µm/px Bowman's capsule (a few µm thick) is under a
+    # pixel. At 3 µm/px the training crops (128², the same cost per step) hold 384 µm instead of
+    # 512, ≈ two glomeruli across; validation and inference cost 1.78× (the pixels per tile).
+    "labhalf-t05-110-min4000-v55-3um": (
+        (
+            *HALF_LAB,
+            *UNTUNED,
+            *LONG,
+            *TTA,
+            *HOUR_NHWC,
+            "inference.min_component_um2=4000",
+            "train.val_start=55",
+            "prepare.um_per_px=3.0",
+        ),  # fmt: skip
+        "`labhalf-t05-110-min4000-v55` at 3 µm/px instead of 4",
+    ),
     "labquarter-t05-110-tta": (
         (*QUARTER_LAB, *UNTUNED, *LONG, *TTA, *HOUR_NHWC),
         "`labhalf-t05-110-tta` with another lab's augmentations at a quarter of their "
