@@ -324,6 +324,8 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # The other way (3 µm/px was behind at every validation, 2 µm/px far behind at 25 epochs):
     # at 5 µm/px a crop holds 640 µm, ≈ three glomeruli across (40 px each), and validation and
     # inference cost 0.64× (the pixels per tile).
+    # Stopped at fold 0, epoch 70, not archived: validation 0.861 / 0.849 / 0.852 / 0.854 at
+    # epochs 55-70 against the profile's 0.886 / 0.886 / 0.885 / 0.883.
     "labhalf-t05-110-min4000-v55-5um": (
         (
             *HALF_LAB,
@@ -336,6 +338,23 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
             "prepare.um_per_px=5.0",
         ),  # fmt: skip
         "`labhalf-t05-110-min4000-v55` at 5 µm/px instead of 4",
+    ),
+    # More context at 4 µm/px instead: crops of 160² (640 µm), 5 per tile and epoch instead of
+    # 8 of 128² (the same pixels per epoch, 28 updates per epoch instead of 45); the inference
+    # tile is the training crop.
+    "labhalf-t05-110-min4000-v55-c160": (
+        (
+            *HALF_LAB,
+            *UNTUNED,
+            *LONG,
+            *TTA,
+            *HOUR_NHWC,
+            "inference.min_component_um2=4000",
+            "train.val_start=55",
+            "train.crop_size=160",
+            "train.samples_per_image=5",
+        ),  # fmt: skip
+        "`labhalf-t05-110-min4000-v55` on 5 crops of 160² per tile and epoch instead of 8 of 128²",
     ),
     "labquarter-t05-110-tta": (
         (*QUARTER_LAB, *UNTUNED, *LONG, *TTA, *HOUR_NHWC),
