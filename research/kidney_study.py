@@ -361,6 +361,8 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # Fewer updates cost more than the context gave (`-c160`): more of them for the same
     # compute, batches of 4 instead of 8 for 80 epochs instead of 110 (7,200 updates per fold
     # instead of 4,950; a synthetic batch of 4 costs 1.33× per crop, 18.0 ms against 13.6).
+    # Stopped after fold 0, not archived: validation 0.878 / 0.880 / 0.880 / 0.879 / 0.880 /
+    # 0.878 at epochs 55-80, best 0.880 against the profile's 0.893.
     "labhalf-t05-80-min4000-v55-b4": (
         (
             *HALF_LAB,
