@@ -376,6 +376,22 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
         ),  # fmt: skip
         "`labhalf-t05-110-min4000-v55` in batches of 4 instead of 8, 80 epochs instead of 110",
     ),
+    # Or the rate: lr 4e-3 was chosen on 12 epochs (2e-3 0.677, 4e-3 0.734, 8e-3 0.726 at
+    # fold 0); over 110 the faster fit of the unwarped crops overfitted (`-norot`), and a higher
+    # rate is the other regulariser at hand.
+    "labhalf-t05-110-min4000-v55-lr6": (
+        (
+            *HALF_LAB,
+            *UNTUNED,
+            *LONG,
+            *TTA,
+            *HOUR_NHWC,
+            "inference.min_component_um2=4000",
+            "train.val_start=55",
+            "train.lr=6e-3",
+        ),  # fmt: skip
+        "`labhalf-t05-110-min4000-v55` at lr 6e-3 instead of 4e-3",
+    ),
     "labquarter-t05-110-tta": (
         (*QUARTER_LAB, *UNTUNED, *LONG, *TTA, *HOUR_NHWC),
         "`labhalf-t05-110-tta` with another lab's augmentations at a quarter of their "
