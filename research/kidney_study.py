@@ -96,6 +96,10 @@ QUARTER_LAB = ("augment.density=0.2", "augment.density_range=[0.1,1.5]", "augmen
                "augment.scanner=0.2")  # fmt: skip
 # Twice the resolution: a glomerulus's outline drawn with pixels half as wide.
 FINE = ("prepare.um_per_px=2.0",)
+# The `kidney-real` profile as it ships (`labhalf-t05-110-min4000-v55`): the screens below
+# change one of its settings.
+PROFILE = (*HALF_LAB, *UNTUNED, *LONG, *TTA, *HOUR_NHWC, "inference.min_component_um2=4000",
+           "train.val_start=55")  # fmt: skip
 OD = ("stain.normalize.method=od", "stain.normalize.reference=pas")
 # The `all` preset's colour jitter (conf/config.yaml's augment values): hue, saturation,
 # value, HED stain amounts, contrast, noise.
@@ -238,15 +242,7 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # folds were 75-100, so the models and epochs kept are the same (validation draws nothing
     # from the training RNG), for 12 validations per fold instead of 22.
     "labhalf-t05-110-min4000-v55": (
-        (
-            *HALF_LAB,
-            *UNTUNED,
-            *LONG,
-            *TTA,
-            *HOUR_NHWC,
-            "inference.min_component_um2=4000",
-            "train.val_start=55",
-        ),  # fmt: skip
+        PROFILE,
         "`labhalf-t05-110-min4000` validated from the 55th epoch on: the `kidney-real` profile now",
     ),
     # Without the rotation/zoom warp (`augment.rotate_scale: 0`, half the crops before): an own
@@ -255,16 +251,7 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # image. At the study budget flips alone (`none`) led `scale` on OOF by +0.017. Stopped
     # after fold 0 (seed 2022), not archived: best validation 0.889 (epoch 65) against 0.893.
     "labhalf-t05-110-min4000-v55-norot": (
-        (
-            *HALF_LAB,
-            *UNTUNED,
-            *LONG,
-            *TTA,
-            *HOUR_NHWC,
-            "inference.min_component_um2=4000",
-            "train.val_start=55",
-            "augment.rotate_scale=0",
-        ),  # fmt: skip
+        (*PROFILE, "augment.rotate_scale=0"),
         "`labhalf-t05-110-min4000-v55` without the rotation and zoom augmentation",
     ),
     # The other way: every crop rotated and zoomed (`augment.rotate_scale: 1`, half before).
@@ -272,16 +259,7 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # after epoch 65 (0.889 → 0.874 at 100) where the profile's rose (0.885 → 0.893 at 95).
     # Stopped after fold 0, not archived: best 0.891 (epoch 95), 0.887 at the last.
     "labhalf-t05-110-min4000-v55-rot1": (
-        (
-            *HALF_LAB,
-            *UNTUNED,
-            *LONG,
-            *TTA,
-            *HOUR_NHWC,
-            "inference.min_component_um2=4000",
-            "train.val_start=55",
-            "augment.rotate_scale=1",
-        ),  # fmt: skip
+        (*PROFILE, "augment.rotate_scale=1"),
         "`labhalf-t05-110-min4000-v55` with every crop rotated and zoomed (half before)",
     ),
     # Or regularise the weights: AdamW's decay at 1e-4 shrinks them by ≈ 0.1 % over the run's
@@ -290,16 +268,7 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # Stopped after fold 0, not archived: best 0.891 (epoch 100), the curve unsteady (0.824 at
     # epoch 95, 0.884 at the last).
     "labhalf-t05-110-min4000-v55-wd05": (
-        (
-            *HALF_LAB,
-            *UNTUNED,
-            *LONG,
-            *TTA,
-            *HOUR_NHWC,
-            "inference.min_component_um2=4000",
-            "train.val_start=55",
-            "train.weight_decay=0.05",
-        ),  # fmt: skip
+        (*PROFILE, "train.weight_decay=0.05"),
         "`labhalf-t05-110-min4000-v55` with weight decay 0.05 instead of 1e-4",
     ),
     # Or the outline's resolution: at 4 µm/px Bowman's capsule (a few µm thick) is under a
@@ -309,16 +278,7 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # 0.874 / 0.878 at epochs 55-80 against the profile's 0.886 / 0.886 / 0.885 / 0.883 /
     # 0.890 / 0.884.
     "labhalf-t05-110-min4000-v55-3um": (
-        (
-            *HALF_LAB,
-            *UNTUNED,
-            *LONG,
-            *TTA,
-            *HOUR_NHWC,
-            "inference.min_component_um2=4000",
-            "train.val_start=55",
-            "prepare.um_per_px=3.0",
-        ),  # fmt: skip
+        (*PROFILE, "prepare.um_per_px=3.0"),
         "`labhalf-t05-110-min4000-v55` at 3 µm/px instead of 4",
     ),
     # The other way (3 µm/px was behind at every validation, 2 µm/px far behind at 25 epochs):
@@ -327,16 +287,7 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # Stopped at fold 0, epoch 70, not archived: validation 0.861 / 0.849 / 0.852 / 0.854 at
     # epochs 55-70 against the profile's 0.886 / 0.886 / 0.885 / 0.883.
     "labhalf-t05-110-min4000-v55-5um": (
-        (
-            *HALF_LAB,
-            *UNTUNED,
-            *LONG,
-            *TTA,
-            *HOUR_NHWC,
-            "inference.min_component_um2=4000",
-            "train.val_start=55",
-            "prepare.um_per_px=5.0",
-        ),  # fmt: skip
+        (*PROFILE, "prepare.um_per_px=5.0"),
         "`labhalf-t05-110-min4000-v55` at 5 µm/px instead of 4",
     ),
     # More context at 4 µm/px instead: crops of 160² (640 µm), 5 per tile and epoch instead of
@@ -345,17 +296,7 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # Stopped at fold 0, epoch 65, not archived: validation 0.868 / 0.869 / 0.869 at epochs
     # 55-65 against the profile's 0.886 / 0.886 / 0.885.
     "labhalf-t05-110-min4000-v55-c160": (
-        (
-            *HALF_LAB,
-            *UNTUNED,
-            *LONG,
-            *TTA,
-            *HOUR_NHWC,
-            "inference.min_component_um2=4000",
-            "train.val_start=55",
-            "train.crop_size=160",
-            "train.samples_per_image=5",
-        ),  # fmt: skip
+        (*PROFILE, "train.crop_size=160", "train.samples_per_image=5"),
         "`labhalf-t05-110-min4000-v55` on 5 crops of 160² per tile and epoch instead of 8 of 128²",
     ),
     # Fewer updates cost more than the context gave (`-c160`): more of them for the same
@@ -364,32 +305,14 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # Stopped after fold 0, not archived: validation 0.878 / 0.880 / 0.880 / 0.879 / 0.880 /
     # 0.878 at epochs 55-80, best 0.880 against the profile's 0.893.
     "labhalf-t05-80-min4000-v55-b4": (
-        (
-            *HALF_LAB,
-            *UNTUNED,
-            *LONG,
-            *TTA,
-            "train.epochs=80",
-            "inference.min_component_um2=4000",
-            "train.val_start=55",
-            "train.batch_size=4",
-        ),  # fmt: skip
+        (*PROFILE, "train.epochs=80", "train.batch_size=4"),
         "`labhalf-t05-110-min4000-v55` in batches of 4 instead of 8, 80 epochs instead of 110",
     ),
     # Or the rate: lr 4e-3 was chosen on 12 epochs (2e-3 0.677, 4e-3 0.734, 8e-3 0.726 at
     # fold 0); over 110 the faster fit of the unwarped crops overfitted (`-norot`), and a higher
     # rate is the other regulariser at hand.
     "labhalf-t05-110-min4000-v55-lr6": (
-        (
-            *HALF_LAB,
-            *UNTUNED,
-            *LONG,
-            *TTA,
-            *HOUR_NHWC,
-            "inference.min_component_um2=4000",
-            "train.val_start=55",
-            "train.lr=6e-3",
-        ),  # fmt: skip
+        (*PROFILE, "train.lr=6e-3"),
         "`labhalf-t05-110-min4000-v55` at lr 6e-3 instead of 4e-3",
     ),
     "labquarter-t05-110-tta": (
