@@ -311,6 +311,9 @@ METHODS: dict[str, tuple[tuple[str, ...], str]] = {
     # Or the rate: lr 4e-3 was chosen on 12 epochs (2e-3 0.677, 4e-3 0.734, 8e-3 0.726 at
     # fold 0); over 110 the faster fit of the unwarped crops overfitted (`-norot`), and a higher
     # rate is the other regulariser at hand.
+    # Stopped after fold 0, not archived: level with the profile to epoch 85, then behind
+    # (0.889 / 0.888 / 0.888 / 0.889 / 0.887 at 90-110 against 0.891 / 0.893 / 0.891 / 0.892 /
+    # 0.891); best 0.890 (epoch 85) against 0.893.
     "labhalf-t05-110-min4000-v55-lr6": (
         (*PROFILE, "train.lr=6e-3"),
         "`labhalf-t05-110-min4000-v55` at lr 6e-3 instead of 4e-3",
