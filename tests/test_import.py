@@ -292,6 +292,26 @@ def test_a_polygon_past_the_edge_is_clipped_and_said_so(tmp_path, caplog):
     assert abs(int(mask.sum()) - 60 * 120) <= 0.03 * 60 * 120  # x 500..560, y 300..420
 
 
+def test_a_self_intersecting_polygon_is_repaired_and_said_so(tmp_path, caplog):
+    """A bow-tie (its outline crosses itself at (150, 150)): two triangular lobes of 2500 px²
+    each, whose signed areas cancel. Both lobes are kept, with a warning naming the polygon."""
+    write_images(tmp_path / "img", ["a"])
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann/a.geojson").write_text(
+        geojson_of([[100, 100], [200, 200], [200, 100], [100, 200], [100, 100]])
+    )
+    table = import_dataset(
+        "geojson", tmp_path / "img", tmp_path / "ann", tmp_path / "out", DEFAULTS
+    )
+    assert "a.geojson: polygon 0 crosses itself: repaired into 2 part(s) of 5000.0 px²" in (
+        caplog.text
+    )
+    mask = rle.decode(table.loc[0, "rle"], SHAPE)
+    assert abs(int(mask.sum()) - 5000) <= 0.06 * 5000  # outline pixels included
+    # both lobes: the left one (x 100..150) at y 120 and 180, the right one (x 150..200)
+    assert mask[180, 110] and mask[120, 110] and mask[150, 190] and not mask[110, 150]
+
+
 @pytest.mark.parametrize(
     ("option", "value"), [("--pixel-size", "0"), ("--pixel-size", "-1"), ("--thickness", "0")]
 )

@@ -7,10 +7,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
+import dvc_queue
 import pandas as pd
 import pytest
 import yaml
@@ -349,13 +349,9 @@ def test_model_sweep_is_queued_and_compared_on_per_organ_oof_dice(repo, first_ru
     (training a new architecture through DVC: the exp-run and architecture tests below; every
     architecture's training: tests/test_zoo.py)."""
     dvc("exp", "run", "--queue", "-S", "model=unet,segformer", "oof", cwd=repo)
-    dvc("queue", "start", "-j", "2", cwd=repo)  # the two experiments side by side
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        status = dvc("queue", "status", cwd=repo)
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(5)
+    # The two experiments side by side; the workers are stopped however the wait ends.
+    with dvc_queue.running(repo, jobs=2, log=repo.parent / "queue.log"):
+        status = dvc_queue.wait(repo, timeout=600)
     assert status.count("Success") == 2, status
     by_model = {}
     for data in exp_rows(repo).values():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -12,17 +16,21 @@ from ftuseg.core.errors import DataError
 from ftuseg.infer.slide_io import open_slide
 
 
-def test_a_corrupt_tile_is_an_error_naming_the_file_and_region(tmp_path):
-    path = tmp_path / "slide.tif"
+def corrupt_slide(path: Path) -> Path:
+    """A 1024² tiled TIFF whose tile at row 1, column 1 is not a deflate stream any more."""
     image = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
     tifffile.imwrite(path, image, tile=(256, 256), compression="deflate")
     with tifffile.TiffFile(path) as tf:
         page = tf.pages[0]
-        offset, count = page.dataoffsets[5], page.databytecounts[5]  # tile row 1, column 1
+        offset, count = page.dataoffsets[5], page.databytecounts[5]
     data = bytearray(path.read_bytes())
-    data[offset : offset + count] = b"\xff" * count  # not a deflate stream any more
+    data[offset : offset + count] = b"\xff" * count
     path.write_bytes(bytes(data))
-    slide = open_slide(path)
+    return path
+
+
+def test_a_corrupt_tile_is_an_error_naming_the_file_and_region(tmp_path):
+    slide = open_slide(corrupt_slide(tmp_path / "slide.tif"))
     assert slide.read(0, 0, 256, 256).shape == (256, 256, 3)  # intact tiles still read
     with pytest.raises(
         DataError, match=r"slide\.tif: cannot read level 0, rows 0:512, columns 0:512"
@@ -51,3 +59,20 @@ def test_a_truncated_slide_is_an_error_naming_the_file_and_region(tmp_path):
         DataError, match=r"cut\.tif: cannot read level 0, rows 0:1024, columns 0:1024"
     ):
         slide.read(0, 0, 1024, 1024)
+
+
+def test_predict_on_a_corrupt_slide_says_one_error_and_nothing_else(tmp_path):
+    """zarr's abandoned chunk reads (asyncio tasks destroyed while pending, coroutines never
+    awaited) are not reported after the error that names the file."""
+    path = corrupt_slide(tmp_path / "slide.tif")
+    cmd = [sys.executable, "-m", "ftuseg.cli", "predict", str(path), "--organ", "kidney"]
+    result = subprocess.run(
+        [*cmd, "--pixel-size", "1.0", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "slide.tif: cannot read level 0" in result.stderr
+    for noise in ("Task was destroyed", "never awaited", "Traceback"):
+        assert noise not in result.stderr + result.stdout, result.stderr

@@ -144,7 +144,8 @@ def checked_polygons(
         distinct = len({tuple(xy) for xy in np.asarray(poly.exterior.coords)[:, :2].tolist()})
         if distinct < 3:
             raise DataError(f"{where}: polygon {k} has {distinct} distinct point(s), needs 3")
-        if poly.area <= 0:
+        poly, parts = _repaired(poly, where, k)
+        if not parts:
             raise DataError(f"{where}: polygon {k} has no area (its points are collinear)")
         if not poly.intersects(frame):
             raise DataError(f"{where}: polygon {k} lies outside the {width}x{height} image")
@@ -152,10 +153,30 @@ def checked_polygons(
             log.warning(
                 "%s: polygon %d reaches past the %dx%d image: clipped", where, k, width, height
             )
-            out += [p for p in _parts(shapely.make_valid(poly).intersection(frame)) if p.area > 0]
+            out += [p for p in _parts(poly.intersection(frame)) if p.area > 0]
             continue
-        out.append(poly)
+        out += parts
     return out
+
+
+def _repaired(poly: Polygon, where: str, k: int) -> tuple[Any, list[Polygon]]:
+    """A valid form of polygon ``k`` and its parts with area. A self-intersecting outline (a
+    "bow-tie", as hand-drawn outlines and QuPath exports can be) has lobes whose signed areas
+    cancel: shapely's ``make_valid`` keeps every lobe, with a warning naming the polygon."""
+    if poly.is_valid:
+        return poly, [poly] if poly.area > 0 else []
+    valid = shapely.make_valid(poly)
+    parts = [p for p in _parts(valid) if p.area > 0]
+    if parts:
+        log.warning(
+            "%s: polygon %d crosses itself: repaired into %d part(s) of %.1f px² in all "
+            "(shapely make_valid)",
+            where,
+            k,
+            len(parts),
+            sum(p.area for p in parts),
+        )
+    return valid, parts
 
 
 def rasterise(polygons: Iterable[Polygon], shape_hw: tuple[int, int]) -> np.ndarray:

@@ -4,8 +4,10 @@ TIFF with an overlay."""
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +26,23 @@ from ftuseg.data.contract import to_rgb_uint8
 from ftuseg.data.importer import read_any_image
 
 BLOCK = 512  # zarr chunk and TIFF tile side of the mask; slide chunks are multiples of it
+
+
+class _AbandonedZarrReads(logging.Filter):
+    """zarr decodes a region's chunks as concurrent asyncio tasks. When one chunk is corrupt the
+    read raises (a DataError naming the file and region, below) and the other tasks are
+    abandoned; at exit asyncio reports each one ("Task was destroyed but it is pending") and
+    Python warns that its coroutine was never awaited. The error has already said what is wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Task was destroyed but it is pending") and "zarr" in message)
+
+
+logging.getLogger("asyncio").addFilter(_AbandonedZarrReads())
+warnings.filterwarnings(
+    "ignore", r"coroutine 'concurrent_map\.<locals>\.run' was never awaited", RuntimeWarning
+)
 
 
 THUMBNAIL_MAX = 2048  # longest side of the thumbnail (tissue detection, overlay)
