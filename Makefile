@@ -53,6 +53,7 @@ research-tables: setup  ## rebuild the research study's archived tables from its
 	$(BIN)/python research/kidney_study.py --report
 	$(BIN)/python research/kidney_gap.py --report
 	$(BIN)/python research/domain.py --report
+	$(BIN)/python research/pages.py
 
 bench: setup  ## speed benchmarks against named baselines
 	$(BIN)/python benchmarks/rle.py

@@ -21,7 +21,7 @@ import numpy as np
 
 from ftuseg.data.prepare import PrepareConfig, load_prepared, prepare, read_index
 from ftuseg.data.sample import SampleConfig, generate
-from ftuseg.domain.copies import StainAugmentConfig, stain_copies
+from ftuseg.domain.stain import StainAugmentConfig, stain_copies
 
 SIZES = {"sample (240² px)": (480, 2.0), "full-sample (1500² px)": (1200, 0.8)}
 

@@ -5,26 +5,19 @@ from pathlib import Path
 import _checkout  # noqa: F401  (before any ftuseg import)
 import typer
 
-from ftuseg.core.layout import Layout
-from ftuseg.core.stage import group, load_params, stage_main
+from ftuseg.core.stage import Stage, stage
 from ftuseg.data.prepare import PrepareConfig, prepare
 
-app = typer.Typer(add_completion=False)
 
-
-@app.command()
-@stage_main
+@stage
 def main(
-    out: Path | None = typer.Option(None, help="instead of the layout's data/prepared"),
-    params: Path = Path("params.yaml"),
+    s: Stage, out: Path | None = typer.Option(None, help="instead of the layout's data/prepared")
 ) -> None:
-    p = load_params(params)
-    layout = Layout.from_params(p)
-    out = out or layout.prepared
-    cfg = PrepareConfig(n_folds=len(group(p, "cv")["folds"]), **group(p, "prepare"))
-    index = prepare(layout.raw, out, cfg)
-    typer.echo(f"prepare: {len(index)} images, {cfg.n_folds} folds, {cfg.um_per_px} µm/px -> {out}")
+    out = out or s.layout.prepared
+    cfg = s.config(PrepareConfig, "prepare", n_folds=len(s.value("cv.folds")))
+    index = prepare(s.layout.raw, out, cfg)
+    print(f"prepare: {len(index)} images, {cfg.n_folds} folds, {cfg.um_per_px} µm/px -> {out}")
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -25,7 +25,6 @@ from ftuseg.domain.augment import (
     scanner_response,
     thickness_adapt,
 )
-from ftuseg.domain.copies import StainAugmentConfig, copy_files, run_stain_stage
 from ftuseg.domain.normalize import (
     NormalizeConfig,
     StainNormalizer,
@@ -35,6 +34,7 @@ from ftuseg.domain.normalize import (
 from ftuseg.domain.optics import tissue_density_top
 from ftuseg.domain.recolour import RecolourConfig
 from ftuseg.domain.references import reference_image
+from ftuseg.domain.stain import StainAugmentConfig, copy_files, run_stain_stage
 from ftuseg.train.datasets import CropDataset
 
 GEOMETRY_ONLY = AugmentConfig(
@@ -470,7 +470,7 @@ def test_an_organ_reference_of_none_leaves_that_organs_images_and_copies_as_they
     and inference byte for byte, the other organs' are reduced to their hematoxylin; ``none``
     as the default reference and unknown organs are named errors."""
     from ftuseg.data.prepare import read_index
-    from ftuseg.domain.copies import StainAugmentConfig, copy_files, run_stain_stage
+    from ftuseg.domain.stain import StainAugmentConfig, copy_files, run_stain_stage
 
     index = read_index(prepared)
     kidney = str(index["organ"].iloc[0])

@@ -155,7 +155,9 @@ def test_validation_presents_each_image_once(tmp_path):
     """Validation picks an epoch: it predicts with every inference setting but the presentations."""
     generate(tmp_path, SampleConfig(train_per_organ=1, test_per_organ=0, field_um=120))
     cfg = InferenceConfig(tta=(0, 1), scales=(0.85, 1.0, 1.18), min_component_um2=100.0)
-    validator = Validator(tmp_path / "prep", tmp_path / "train.csv", [], 4.0, 64, cfg)
+    validator = Validator(
+        tmp_path / "prep", tmp_path / "train.csv", [], um_per_px=4.0, crop_size=64, config=cfg
+    )
     assert validator.config == replace(cfg, scales=(1.0,))
 
 

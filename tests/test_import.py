@@ -115,7 +115,7 @@ def test_instance_masks_and_per_image_metadata(tmp_path):
         tmp_path / "meta.csv", index=False
     )
     table = import_dataset("masks", tmp_path / "img", tmp_path / "masks", tmp_path / "out",
-                           DEFAULTS, tmp_path / "meta.csv", suffix="_anno").set_index("id")  # fmt: skip
+                           DEFAULTS, meta_csv=tmp_path / "meta.csv", suffix="_anno").set_index("id")  # fmt: skip
     assert np.array_equal(rle.decode(table.loc["a", "rle"], SHAPE), (labels > 0).astype(np.uint8))
     assert np.array_equal(rle.decode(table.loc["b", "rle"], SHAPE), (binary > 0).astype(np.uint8))
     assert table.loc["b", "organ"] == "kidney" and table.loc["b", "pixel_size"] == 0.25
@@ -133,7 +133,7 @@ def test_a_group_from_the_metadata_csv_reaches_train_csv(tmp_path):
         tmp_path / "meta.csv", index=False
     )
     import_dataset("masks", tmp_path / "img", tmp_path / "masks", tmp_path / "out", DEFAULTS,
-                   tmp_path / "meta.csv")  # fmt: skip
+                   meta_csv=tmp_path / "meta.csv")  # fmt: skip
     table = read_metadata(tmp_path / "out" / "train.csv", "train").set_index("id")
     assert table["group"].to_dict() == {"a": "slide1", "b": "slide1", "c": "id:c"}
 

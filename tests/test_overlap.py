@@ -85,6 +85,6 @@ def test_groups_are_given_or_found_not_both(tmp_path):
     pd.DataFrame({"id": ["a"], "group": ["s1"]}).to_csv(tmp_path / "meta.csv", index=False)
     with pytest.raises(DataError, match="groups given and asked to be found"):
         import_dataset("masks", tmp_path / "img", tmp_path / "masks", tmp_path / "out",
-                       ImportDefaults("kidney", 1.0, 4.0), tmp_path / "meta.csv",
+                       ImportDefaults("kidney", 1.0, 4.0), meta_csv=tmp_path / "meta.csv",
                        group_overlaps=OverlapConfig())  # fmt: skip
     assert not (tmp_path / "out").exists()

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ftuseg.data.prepare import prepare_unlabeled, read_index
+from ftuseg.data.prepare import read_index
 from ftuseg.data.sample import SampleConfig, generate
+from ftuseg.data.unlabeled import prepare_unlabeled
 from ftuseg.domain.augment import AugmentConfig, augment
 from ftuseg.models.losses import IGNORE, LossWeights, SegmentationLoss
 from ftuseg.train.config import RunDirs, TrainConfig

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from ftuseg.core.errors import DataError
-from ftuseg.domain.copies import StainAugmentConfig, stain_copies
 from ftuseg.domain.normalize import NormalizeConfig, StainNormalizer
 from ftuseg.domain.optics import glass_corrected, optical_density
 from ftuseg.domain.recolour import (
@@ -19,6 +18,7 @@ from ftuseg.domain.recolour import (
     recolour_copies,
     target_stains,
 )
+from ftuseg.domain.stain import StainAugmentConfig, stain_copies
 
 
 def hpa_like(seed: int = 0, side: int = 256) -> np.ndarray:

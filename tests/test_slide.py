@@ -132,7 +132,9 @@ def test_a_pyramidal_ome_tiff_reads_lazily_and_gives_the_plain_images_result(ens
     cv2.imwrite(str(tmp_path / "p.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     kwargs = {"chunk": 512, "detect_tissue": False, "show_progress": False, "want_rle": True}
     predict_slide(tmp_path / "s.ome.tif", predictor, config, ORGAN, tmp_path / "a", **kwargs)
-    predict_slide(tmp_path / "p.png", predictor, config, ORGAN, tmp_path / "b", PX, **kwargs)
+    predict_slide(
+        tmp_path / "p.png", predictor, config, ORGAN, tmp_path / "b", pixel_size=PX, **kwargs
+    )
     a = pd.read_csv(tmp_path / "a/s.csv")["rle"].iloc[0]
     assert a == pd.read_csv(tmp_path / "b/p.csv")["rle"].iloc[0]
     with pytest.raises(DataError, match="no pixel size"):

@@ -19,8 +19,8 @@ from timm.utils import ModelEmaV3
 
 from ftuseg.core.errors import DataError
 from ftuseg.core.layout import checkpoint_dir, prepared_path
-from ftuseg.data.prepare import prepare_unlabeled
 from ftuseg.data.sample import SampleConfig, generate
+from ftuseg.data.unlabeled import prepare_unlabeled
 from ftuseg.domain.normalize import NormalizeConfig
 from ftuseg.ensemble.oof import run_oof
 from ftuseg.models import build_model

@@ -134,15 +134,25 @@ def import_data(
 
     defaults = ImportDefaults(organ, pixel_size, thickness, data_source)
     table = import_dataset(
-        fmt, images, annotations, out, defaults, meta, suffix, class_name, overwrite,
-        OverlapConfig() if group_overlaps else None,
-    )  # fmt: skip
+        fmt,
+        images,
+        annotations,
+        out,
+        defaults,
+        meta_csv=meta,
+        suffix=suffix,
+        class_name=class_name,
+        overwrite=overwrite,
+        group_overlaps=OverlapConfig() if group_overlaps else None,
+    )
     organs = ", ".join(f"{o} {n}" for o, n in table["organ"].value_counts().items())
     typer.echo(f"{out}: {len(table)} images imported ({organs})")
     if group_overlaps:
         shared = int(table["group"].notna().sum()) if "group" in table.columns else 0
-        typer.echo(f"{shared} of them share pixels with another (pairs: {out}/overlaps.csv); "
-                   "each group of them will keep to one fold")  # fmt: skip
+        typer.echo(
+            f"{shared} of them share pixels with another (pairs: {out}/overlaps.csv); "
+            "each group of them will keep to one fold"
+        )
     # Own tiles are already in the stain they will be predicted in: the own-data profile skips
     # the default preset's HPA recolouring (docs/own-data.md says why, with the measures).
     typer.echo(f"train on them: dvc exp run -S profile=own-data -S data.raw_dir={out}")
@@ -181,7 +191,7 @@ def predict(
         max=1.0,
         help="weight of each image's own BatchNorm statistics (slides from another lab: 1.0; "
         "default: the models' inference settings)",
-    ),  # fmt: skip
+    ),
 ) -> None:
     """Predict FTUs on any image or whole slide with a trained ensemble: a pyramidal TIFF mask,
     GeoJSON polygons (QuPath), an overlay thumbnail and a JSON summary per image."""
@@ -214,9 +224,18 @@ def predict(
         predictor.config = replace(predictor.config, adapt_norm=adapt_norm)
     for image in images:
         result = predict_slide(
-            image, predictor, config, organ, out, pixel_size, chunk, tissue, rle_out, True,
-            probability,
-        )  # fmt: skip
+            image,
+            predictor,
+            config,
+            organ,
+            out,
+            pixel_size=pixel_size,
+            chunk=chunk,
+            detect_tissue=tissue,
+            want_rle=rle_out,
+            show_progress=True,
+            want_prob=probability,
+        )
         s = result.summary()
         typer.echo(
             f"{image}: {s['megapixels']} MP in {s['seconds']} s, {s['chunks_skipped_no_tissue']}/"

@@ -24,13 +24,22 @@ def options(group: str, conf_dir: str | Path = CONF_DIR) -> list[str]:
     return sorted(p.stem for p in (Path(conf_dir) / group).glob("*.yaml"))
 
 
+# Comments only: the values below it are byte for byte what `dvc exp run` composes (it writes
+# the same file without this header, which changes no parameter and no stage).
+HEADER = """\
+# Generated from conf/ by `ftuseg params` (Hydra, as `dvc exp run -S` composes it).
+# Edit conf/ (docs/configuration.md), never this file: it is rewritten.
+"""
+
+
 def write_params(
     overrides: list[str] | None = None,
     conf_dir: str | Path = CONF_DIR,
     out: str | Path = "params.yaml",
 ) -> dict[str, Any]:
     """Compose ``conf/`` with Hydra ``overrides`` and write the result to ``out`` atomically,
-    with DVC's own composer, so params.yaml is byte-identical to what ``dvc exp run`` writes."""
+    with DVC's own composer (so the values are byte-identical to what ``dvc exp run`` writes),
+    under :data:`HEADER`."""
     from dvc.utils.hydra import compose_and_dump
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -43,6 +52,7 @@ def write_params(
             compose_and_dump(tmp, str(conf_dir), None, CONFIG_NAME, str(conf_dir), overrides or [])
         except (HydraException, OmegaConfBaseException) as exc:
             raise DataError(f"{conf_dir}: cannot compose params ({exc})") from None
+        tmp.write_text(HEADER + tmp.read_text())
     return read_yaml(out)
 
 

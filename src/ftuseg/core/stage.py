@@ -6,17 +6,21 @@ engine): a stage's DVC deps then follow from what the stage itself imports."""
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
 from ftuseg.core.cpu import apply_threads
 from ftuseg.core.errors import DataError
+from ftuseg.core.layout import Layout
 from ftuseg.core.utils import read_yaml
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -85,3 +89,57 @@ def stage_main(func: F) -> F:
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a stage script gets: its params and the project's folders. A stage reads a params
+    group as its config dataclass (:meth:`config`) and anything else by its dotted name
+    (:meth:`value`); both name the missing or bad parameter in their error."""
+
+    params: dict[str, Any]
+    layout: Layout
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_PARAMS) -> Stage:
+        params = load_params(path)
+        return cls(params, Layout.from_params(params))
+
+    def value(self, dotted: str) -> Any:
+        """The parameter (a value or a whole group) at ``dotted``, e.g. ``"prepare.um_per_px"``."""
+        return value(self.params, dotted)
+
+    def config(self, cls: Callable[..., C], dotted: str, **extra: Any) -> C:
+        """The group at ``dotted`` (``"stain.normalize"``) as ``cls``, with ``extra`` fields."""
+        values = {**self.value(dotted), **extra}
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"params.yaml: {dotted}: {err}") from None
+
+
+def stage(func: Callable[..., None]) -> Callable[[], None]:
+    """A stage script's entry point from its body ``func(stage, **options)``: a typer command
+    with the body's options and ``--params``, run with :func:`stage_main`'s logging and errors.
+    The script ends with ``if __name__ == "__main__": main()``."""
+    signature = inspect.signature(func, eval_str=True)
+    options = list(signature.parameters.values())[1:]  # the first is the Stage
+
+    @stage_main
+    def command(*, params: Path = DEFAULT_PARAMS, **kwargs: Any) -> None:
+        func(Stage.load(params), **kwargs)
+
+    params_option = inspect.Parameter(
+        "params",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(DEFAULT_PARAMS, help="the params file"),
+        annotation=Path,
+    )
+    command.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in options]
+        + [params_option]
+    )
+    command.__doc__ = func.__doc__
+    app = typer.Typer(add_completion=False)
+    app.command()(command)
+    return app

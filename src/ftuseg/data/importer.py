@@ -198,6 +198,7 @@ def import_dataset(
     annotations_dir: str | Path,
     out_dir: str | Path,
     defaults: ImportDefaults,
+    *,
     meta_csv: str | Path | None = None,
     suffix: str = "",
     class_name: str | None = None,
@@ -232,13 +233,19 @@ def import_dataset(
             write_image(tmp / "train_images" / f"{image_id}.tiff", img)
             if group_overlaps:
                 thumbs[image_id] = thumbnail(img, group_overlaps.scale)
-            rows.append({
-                "id": image_id, "organ": values["organ"], "data_source": values["data_source"],
-                "img_height": img.shape[0], "img_width": img.shape[1],
-                "pixel_size": float(values["pixel_size"]),
-                "tissue_thickness": float(values["tissue_thickness"]), "rle": rle.encode(mask),
-                GROUP: values.get(GROUP),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "id": image_id,
+                    "organ": values["organ"],
+                    "data_source": values["data_source"],
+                    "img_height": img.shape[0],
+                    "img_width": img.shape[1],
+                    "pixel_size": float(values["pixel_size"]),
+                    "tissue_thickness": float(values["tissue_thickness"]),
+                    "rle": rle.encode(mask),
+                    GROUP: values.get(GROUP),
+                }
+            )
         if group_overlaps:
             found_groups(rows, thumbs, group_overlaps, tmp / "overlaps.csv")
         grouped = any(r[GROUP] is not None for r in rows)
@@ -261,5 +268,10 @@ def found_groups(rows: list[dict], thumbs: dict, cfg: OverlapConfig, pairs_csv: 
         g = groups[r["id"]]
         r[GROUP] = f"overlap-{g}" if sizes[g] > 1 else None
     shared = int((groups.map(sizes) > 1).sum())
-    log.info("%d of %d images share pixels with another (%d pairs, %d groups): one fold per "
-             "group", shared, len(rows), len(pairs), int((sizes > 1).sum()))  # fmt: skip
+    log.info(
+        "%d of %d images share pixels with another (%d pairs, %d groups): one fold per group",
+        shared,
+        len(rows),
+        len(pairs),
+        int((sizes > 1).sum()),
+    )

@@ -73,7 +73,17 @@ def write_real(tmp: Path, tiles: list[RealTile], split: str) -> list[tuple]:
         write_image(image_path(tmp, split, tile.id), tile.image)
         h, w = tile.mask.shape
         rows.append(
-            (tile.id, ORGAN, "Hubmap", h, w, tile.pixel_size, THICKNESS_UM,
-             rle.encode(tile.mask), np.nan, "")
-        )  # fmt: skip
+            (
+                tile.id,
+                ORGAN,
+                "Hubmap",
+                h,
+                w,
+                tile.pixel_size,
+                THICKNESS_UM,
+                rle.encode(tile.mask),
+                np.nan,
+                "",
+            )
+        )
     return rows

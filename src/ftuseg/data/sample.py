@@ -270,9 +270,19 @@ def _write_synthetic_train(tmp: Path, sources: list[SourceImage], cfg: SampleCon
         write_image(image_path(tmp, "train", src.id), img)
         h, w = mask.shape
         rows.append(
-            (src.id, src.organ, "HPA", h, w, cfg.train_pixel_size, HPA_THICKNESS_UM,
-             rle.encode(mask), src.age, src.sex)
-        )  # fmt: skip
+            (
+                src.id,
+                src.organ,
+                "HPA",
+                h,
+                w,
+                cfg.train_pixel_size,
+                HPA_THICKNESS_UM,
+                rle.encode(mask),
+                src.age,
+                src.sex,
+            )
+        )
     return rows
 
 
@@ -288,9 +298,14 @@ def _write_synthetic_test(
         domain = HUBMAP[src.organ]
         mask = render_ftu_mask(src, cfg.test_field_um or cfg.field_um, domain.pixel_size, rng)
         img = synthesise_tissue(
-            mask, src.organ, domain.pixel_size, domain.thickness, stains[src.organ], rng,
+            mask,
+            src.organ,
+            domain.pixel_size,
+            domain.thickness,
+            stains[src.organ],
+            rng,
             cfg.thickness_gamma,
-        )  # fmt: skip
+        )
         write_image(image_path(tmp, "test", src.id), img)
         h, w = mask.shape
         rows.append((src.id, src.organ, "Hubmap", h, w, domain.pixel_size, domain.thickness))

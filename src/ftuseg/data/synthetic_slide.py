@@ -60,13 +60,24 @@ def write_synthetic_slide(
         for k, step in enumerate(steps):
             size = -(-side // step)
             tif.write(
-                _tiles(side, step, patch, cells, cell), shape=(size, size, 3), dtype=np.uint8,
-                tile=(TILE, TILE), compression="zlib", compressionargs={"level": 1},
+                _tiles(side, step, patch, cells, cell),
+                shape=(size, size, 3),
+                dtype=np.uint8,
+                tile=(TILE, TILE),
+                compression="zlib",
+                compressionargs={"level": 1},
                 photometric="rgb",
                 **(
-                    {"subifds": len(steps) - 1, "metadata": {"axes": "YXS", "PhysicalSizeX":
-                     pixel_size, "PhysicalSizeY": pixel_size}}
-                    if k == 0 else {"subfiletype": 1, "metadata": None}
+                    {
+                        "subifds": len(steps) - 1,
+                        "metadata": {
+                            "axes": "YXS",
+                            "PhysicalSizeX": pixel_size,
+                            "PhysicalSizeY": pixel_size,
+                        },
+                    }
+                    if k == 0
+                    else {"subfiletype": 1, "metadata": None}
                 ),
-            )  # fmt: skip
+            )
     return float(cells.mean())

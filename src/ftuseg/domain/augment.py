@@ -90,9 +90,12 @@ def rotate_scale(image: np.ndarray, mask: np.ndarray, angle: float, zoom: float)
         image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
     )
     warped = cv2.warpAffine(
-        mask.astype(np.uint8), matrix, (w, h), flags=cv2.INTER_NEAREST,
+        mask.astype(np.uint8),
+        matrix,
+        (w, h),
+        flags=cv2.INTER_NEAREST,
         borderMode=cv2.BORDER_REFLECT_101,
-    )  # fmt: skip
+    )
     return image, warped.astype(mask.dtype, copy=False)
 
 
@@ -248,8 +251,11 @@ def thickness_adapt(image: np.ndarray, organ: str, um_per_px: float, alpha: floa
     if ratio < 1.0:  # the target is coarser than the training scale: blur like it
         h, w = out.shape[:2]
         small = (max(1, round(w * ratio)), max(1, round(h * ratio)))
-        out = cv2.resize(cv2.resize(out, small, interpolation=cv2.INTER_AREA), (w, h),
-                         interpolation=cv2.INTER_CUBIC)  # fmt: skip
+        out = cv2.resize(
+            cv2.resize(out, small, interpolation=cv2.INTER_AREA),
+            (w, h),
+            interpolation=cv2.INTER_CUBIC,
+        )
     return out
 
 

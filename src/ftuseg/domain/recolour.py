@@ -166,9 +166,12 @@ class Recolourer:
 
 
 def recolour_copies(
-    image: np.ndarray, cfg: RecolourConfig, copies: int, rng: np.random.Generator,
+    image: np.ndarray,
+    cfg: RecolourConfig,
+    copies: int,
+    rng: np.random.Generator,
     label: str = "image",
-) -> list[np.ndarray]:  # fmt: skip
+) -> list[np.ndarray]:
     """``copies`` recoloured versions: copy k in ``cfg.targets[k % len(targets)]``, each with its
     own concentration jitter drawn from ``rng`` (a ``-h`` target: :func:`hematoxylin_only`, its
     hematoxylin jittered alike)."""

@@ -1,5 +1,5 @@
 """The bundled stain references and deterministic staintools fitting, shared by stain
-normalisation (:mod:`ftuseg.domain.normalize`), the stain copies (:mod:`ftuseg.domain.copies`) and
+normalisation (:mod:`ftuseg.domain.normalize`), the stain copies (:mod:`ftuseg.domain.stain`) and
 recolouring (:mod:`ftuseg.domain.recolour`)."""
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ def write_gallery(
     thresholds: dict[str, float],
     per_image: pd.DataFrame,
     out_dir: str | Path,
+    *,
     worst_k: int = 2,
     max_side: int = 768,
     min_component_um2: float = 0.0,

@@ -84,9 +84,11 @@ class LevelTable:
             code |= q.ravel().astype(dtype) << dtype(1 + 8 * m)
         unique, counts = np.unique(code, return_counts=True)
         levels = np.stack(
-            [((unique >> dtype(1 + 8 * m)) & dtype(255)).astype(np.uint8)
-             for m in range(self.n_members)]
-        )  # fmt: skip
+            [
+                ((unique >> dtype(1 + 8 * m)) & dtype(255)).astype(np.uint8)
+                for m in range(self.n_members)
+            ]
+        )
         inside = (unique & dtype(1)).astype(bool)
         counts = counts.astype(np.uint32)
         self._inside.append((levels[:, inside], counts[inside]))

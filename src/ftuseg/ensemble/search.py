@@ -106,9 +106,14 @@ def fixed_weights_of(
 
 
 def searched_weights(
-    prepared_dir: Path, oof_dir: Path, models: Sequence[str], ids: Sequence[str],
-    organs: np.ndarray, grid: np.ndarray, coverage: Sequence[Any],
-) -> np.ndarray:  # fmt: skip
+    prepared_dir: Path,
+    oof_dir: Path,
+    models: Sequence[str],
+    ids: Sequence[str],
+    organs: np.ndarray,
+    grid: np.ndarray,
+    coverage: Sequence[Any],
+) -> np.ndarray:
     """Weights by coordinate ascent at training scale. One image in memory at a time: the
     search works on the compressed :class:`LevelTable`."""
     table = LevelTable(len(models))
@@ -119,10 +124,16 @@ def searched_weights(
 
 
 def score_thresholds(
-    csv_path: Path, meta: pd.DataFrame, oof_dir: Path, models: Sequence[str], ids: Sequence[str],
-    candidates: dict[str, np.ndarray], coverage: Sequence[Any], evaluated: np.ndarray,
+    csv_path: Path,
+    meta: pd.DataFrame,
+    oof_dir: Path,
+    models: Sequence[str],
+    ids: Sequence[str],
+    candidates: dict[str, np.ndarray],
+    coverage: Sequence[Any],
+    evaluated: np.ndarray,
     min_component_um2: float,
-) -> dict[str, np.ndarray]:  # fmt: skip
+) -> dict[str, np.ndarray]:
     """Per candidate weighting (name -> weights), the (images, thresholds) Dice table at the
     original resolution against the real masks (``meta``: ``csv_path``'s rows by id).
     ``"ensemble"`` uses the members' organ coverage; any other candidate (a model on its own) is
@@ -162,9 +173,13 @@ def checked_coverage(oof_dir: Path, models: Sequence[str], organs: np.ndarray) -
 
 
 def ensemble_metrics(
-    tables: dict[str, np.ndarray], index: pd.DataFrame, models: Sequence[str],
-    weights: np.ndarray, evaluated: np.ndarray, on_grid: np.ndarray,
-) -> tuple[dict[str, float], dict[str, Any], np.ndarray]:  # fmt: skip
+    tables: dict[str, np.ndarray],
+    index: pd.DataFrame,
+    models: Sequence[str],
+    weights: np.ndarray,
+    evaluated: np.ndarray,
+    on_grid: np.ndarray,
+) -> tuple[dict[str, float], dict[str, Any], np.ndarray]:
     """The ensemble's per-organ thresholds (best on the grid), its metrics (at those, at the
     reference threshold, each model alone at its own) and its per-image Dice at its thresholds."""
     organs = index["organ"].to_numpy()
@@ -222,6 +237,7 @@ def search_ensemble(
     oof_dir: str | Path,
     models: Sequence[str],
     thresholds: Sequence[float],
+    *,
     um_per_px: float,
     fixed_weights: dict[str, float] | None = None,
     min_component_um2: float = 0.0,
@@ -265,9 +281,14 @@ def search_ensemble(
             return tables["ensemble"]
         rest = index["fold"].to_numpy() != fold
         w = searched_weights(
-            prepared_dir, oof_dir, models, index.loc[rest, "id"].tolist(), organs[rest], grid,
+            prepared_dir,
+            oof_dir,
+            models,
+            index.loc[rest, "id"].tolist(),
+            organs[rest],
+            grid,
             coverage,
-        )  # fmt: skip
+        )
         if np.array_equal(w, weights):
             return tables["ensemble"]
         one = {"ensemble": w}

@@ -187,8 +187,10 @@ def image_statistics(
     if weight == 0.0 or not layers:
         yield
         return
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(),
-              m.momentum) for m in layers]  # fmt: skip
+    saved = [
+        (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
+        for m in layers
+    ]
     try:
         for m in layers:
             m.reset_running_stats()
@@ -232,11 +234,14 @@ class Predictor:
         self.memory = torch.channels_last if self.config.channels_last else torch.contiguous_format
         self.members = [
             Member(
-                m.model.to(self.device, memory_format=self.memory).eval(), m.weight / total,
-                m.name, m.organs, m.tile_size,
+                m.model.to(self.device, memory_format=self.memory).eval(),
+                m.weight / total,
+                m.name,
+                m.organs,
+                m.tile_size,
             )
             for m in self.members
-        ]  # fmt: skip
+        ]
         for m in self.members:
             if self.config.tile_size is None and m.tile_size is None:
                 raise DataError(
@@ -266,10 +271,13 @@ class Predictor:
             crop = meta["crop_size"]
             members.append(
                 Member(
-                    model, float(weight), str(directory), tuple(organs) if organs else None,
+                    model,
+                    float(weight),
+                    str(directory),
+                    tuple(organs) if organs else None,
                     int(crop) if crop else None,
                 )
-            )  # fmt: skip
+            )
             scales.add(float(meta["um_per_px"]))
         if len(scales) != 1:
             raise ValueError(f"ensemble members were trained at different scales: {sorted(scales)}")
@@ -304,9 +312,10 @@ class Predictor:
         prob = None
         for k in self.config.tta:
             with torch.autocast(
-                self.device.type, dtype=self.autocast_dtype or torch.float32,
+                self.device.type,
+                dtype=self.autocast_dtype or torch.float32,
                 enabled=self.autocast_dtype is not None,
-            ):  # fmt: skip
+            ):
                 # a flip or rotation changes the strides: NHWC again for the convolutions
                 logits = model(dihedral_tensor(batch, k).contiguous(memory_format=self.memory))
             p = inverse_dihedral_tensor(torch.sigmoid(logits.float()), k)

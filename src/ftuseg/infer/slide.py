@@ -192,9 +192,13 @@ def load_ensemble(
 
 
 def write_outputs(
-    result: SlideResult, levels: list[Any], thumb: np.ndarray, out_dir: Path, organ: str,
+    result: SlideResult,
+    levels: list[Any],
+    thumb: np.ndarray,
+    out_dir: Path,
+    organ: str,
     want_rle: bool,
-) -> None:  # fmt: skip
+) -> None:
     stem = result.path.name.split(".")[0]
     paths = {
         "mask": out_dir / f"{stem}.mask.tif",
@@ -225,6 +229,7 @@ def predict_slide(
     ensemble: EnsembleConfig,
     organ: str,
     out_dir: str | Path,
+    *,
     pixel_size: float | None = None,
     chunk: int = 4096,
     detect_tissue: bool = True,

@@ -36,7 +36,9 @@ class _AbandonedZarrReads(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith("Task was destroyed but it is pending") and "zarr" in message)
+        return not (
+            message.startswith("Task was destroyed but it is pending") and "zarr" in message
+        )
 
 
 logging.getLogger("asyncio").addFilter(_AbandonedZarrReads())
@@ -219,11 +221,16 @@ def write_mask_tiff(path: Path, levels: list[Any], pixel_size: float) -> None:
         for k, arr in enumerate(levels):
             scale = arr.shape[1] / levels[0].shape[1]
             tif.write(
-                tiles(arr), shape=arr.shape, dtype=np.uint8, tile=(BLOCK, BLOCK),
-                compression="zlib", photometric="minisblack",
-                resolution=(res * scale, res * scale), resolutionunit="CENTIMETER",
+                tiles(arr),
+                shape=arr.shape,
+                dtype=np.uint8,
+                tile=(BLOCK, BLOCK),
+                compression="zlib",
+                photometric="minisblack",
+                resolution=(res * scale, res * scale),
+                resolutionunit="CENTIMETER",
                 **({"subifds": len(levels) - 1} if k == 0 else {"subfiletype": 1}),
-            )  # fmt: skip
+            )
 
 
 def overlay(thumb: np.ndarray, mask_level: Any) -> np.ndarray:

@@ -138,13 +138,24 @@ def build_wheel(project_root: str | Path, out_dir: str | Path) -> Path:
             ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
         )
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-             "--wheel-dir", str(out_dir), str(src)],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--wheel-dir",
+                str(out_dir),
+                str(src),
+            ],
+            capture_output=True,
+            text=True,
             # Fixed zip timestamps: the same sources give the same wheel bytes, so the kernel
             # folder's DVC hash is stable from run to run.
             env={**os.environ, "SOURCE_DATE_EPOCH": WHEEL_EPOCH},
-        )  # fmt: skip
+        )
         if result.returncode:
             raise DataError(f"building the ftuseg wheel failed:\n{result.stderr.strip()}")
     wheels = sorted(out_dir.glob("ftuseg-*.whl"))
@@ -242,13 +253,27 @@ def download_wheels(
     another interpreter or platform than this one when given (Kaggle's image)."""
     if not requirements:
         return
-    target = [*(["--python-version", python_version] if python_version else []),
-              *(["--platform", platform] if platform else [])]  # fmt: skip
+    target = [
+        *(["--python-version", python_version] if python_version else []),
+        *(["--platform", platform] if platform else []),
+    ]
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-         *target, "--dest", str(out_dir), *requirements],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            *target,
+            "--dest",
+            str(out_dir),
+            *requirements,
+        ],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode:
         raise DataError(f"kernel wheels: pip download failed:\n{result.stderr.strip()}")
 
@@ -297,9 +322,11 @@ def build_kernel(
         write_json(dataset / BUNDLE_MARKER, manifest)  # what the import probe loads
         requirements = kernel_requirements(dataset)
         download_wheels(
-            [*requirements, *cfg.extra_wheels], dataset / "wheels", cfg.python_version,
+            [*requirements, *cfg.extra_wheels],
+            dataset / "wheels",
+            cfg.python_version,
             cfg.platform,
-        )  # fmt: skip
+        )
         manifest = {
             **manifest,
             # The image's own packages, at the versions the models were trained with (the

@@ -43,8 +43,15 @@ def test_set_composition() -> list[dict[str, Any]]:
     pixel size (clamped to the stated 160..4500 px)."""
     # The organ picks the stain reference where it is per organ (timing does not depend on
     # it); the HPA group spans every organ and is timed as the first.
-    groups = [{"group": "HPA", "count": N_HPA_TEST, "side": 3000,
-               "pixel_size": HPA_PIXEL_SIZE_UM, "organ": next(iter(HUBMAP))}]  # fmt: skip
+    groups = [
+        {
+            "group": "HPA",
+            "count": N_HPA_TEST,
+            "side": 3000,
+            "pixel_size": HPA_PIXEL_SIZE_UM,
+            "organ": next(iter(HUBMAP)),
+        }
+    ]
     for organ, domain in HUBMAP.items():
         side = int(np.clip(round(HUBMAP_FIELD_UM / domain.pixel_size), 160, 4500))
         groups.append(
@@ -158,8 +165,10 @@ def run_offline(
     python = env_dir / "bin" / "python"
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     base = kaggle_image_site(scratch / "kaggle-base")
     (Path(site) / "kaggle_image.pth").write_text(f"{base}\n")
     offline = {
@@ -177,6 +186,10 @@ def run_offline(
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     result = subprocess.run(
         [str(python), str(kernel_dir / KERNEL_FILE)],
-        cwd=working, env={**env, **offline}, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        cwd=working,
+        env={**env, **offline},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return result, working / "submission.csv"

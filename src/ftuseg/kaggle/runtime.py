@@ -109,8 +109,14 @@ def run(input_root: str | Path, working_dir: str | Path) -> pd.DataFrame:
         megapixels = row.img_height * row.img_width / 1e6
         log.info(
             "image %s (%s, %dx%d, %.3g µm/px): %.2f s, %.2f s/MP",
-            row.id, row.organ, row.img_height, row.img_width, row.pixel_size, seconds, seconds / megapixels,
-        )  # fmt: skip
+            row.id,
+            row.organ,
+            row.img_height,
+            row.img_width,
+            row.pixel_size,
+            seconds,
+            seconds / megapixels,
+        )
 
     submission = submission_table(
         predict_test(test, competition / "test_images", predictor, config, on_image=report)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ftuseg.core.layout import Layout
 from ftuseg.infer.engine import PRECISIONS, resolve_device
 from ftuseg.train.distributed import (
     DistInfo,
@@ -125,6 +126,15 @@ class RunDirs:
     checkpoint: Path  # the best epoch's safetensors + model.json
     live: Path  # dvclive
     state: Path | None = None  # resumable state (None: no resume)
+
+    @classmethod
+    def of(cls, layout: Layout, model: str, fold: int) -> RunDirs:
+        """The train stage's folders for ``model`` on ``fold``."""
+        return cls(
+            layout.model_dir(model, fold),
+            layout.log_dir(model, fold),
+            layout.state_dir(model, fold),
+        )
 
 
 @dataclass

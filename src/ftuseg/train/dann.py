@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader
 from ftuseg.core.errors import DataError
 from ftuseg.core.layout import INDEX_NAME, unlabeled_path
 from ftuseg.models.adversarial import DomainClassifier, dann_schedule
+from ftuseg.train.config import Runtime, TrainConfig
 from ftuseg.train.datasets import EpochBatches, TargetCrops, make_loader
-from ftuseg.train.distributed import DistInfo, GlobalBatchSampler
+from ftuseg.train.distributed import GlobalBatchSampler
 
 # Per-image entries of a Segmenter's heads output (sliced to the source rows for the losses).
 PER_IMAGE = ("mask", "organ", "pixel_size")
@@ -85,26 +86,26 @@ class DomainAdversarial:
 def build_domain_adversarial(
     unlabeled_dir: Path | None,
     head: DomainClassifier | None,
+    *,
     crops_per_epoch: int,
-    batch_size: int,
-    crop_size: int,
-    weight: float,
-    gamma: float,
+    cfg: TrainConfig,
     total_updates: int,
     seed: int,
-    num_workers: int,
-    pin_memory: bool,
-    info: DistInfo,
+    runtime: Runtime,
 ) -> DomainAdversarial:
-    """Target crops batched exactly like the source crops (same count and batch size per
-    epoch, another seed), so every source batch has its target batch."""
+    """Target crops batched exactly like the source crops (same count, ``train.batch_size`` and
+    crop size per epoch, another seed), so every source batch has its target batch; the loss
+    weighted by ``train.domain_weight`` on the ``train.domain_gamma`` schedule."""
     if unlabeled_dir is None:
         raise DataError("train.domain_weight > 0 but no unlabeled stage output was given")
     if head is None:
         raise DataError("train.domain_weight > 0 but the model has no domain head")
-    dataset = TargetCrops(unlabeled_files(unlabeled_dir), crop_size, crops_per_epoch, seed)
+    dataset = TargetCrops(unlabeled_files(unlabeled_dir), cfg.crop_size, crops_per_epoch, seed)
+    batch = cfg.batch_size
     batches = GlobalBatchSampler(
-        crops_per_epoch, batch_size, crops_per_epoch > batch_size, seed, info
+        crops_per_epoch, batch, crops_per_epoch > batch, seed, runtime.info
     )
-    loader, sampler = make_loader(dataset, batches, num_workers, pin_memory)  # type: ignore[arg-type]
-    return DomainAdversarial(loader, sampler, head, weight, gamma, total_updates)
+    loader, sampler = make_loader(dataset, batches, cfg.num_workers, runtime.cuda)  # type: ignore[arg-type]
+    return DomainAdversarial(
+        loader, sampler, head, cfg.domain_weight, cfg.domain_gamma, total_updates
+    )

@@ -95,6 +95,7 @@ class CropDataset(Dataset):
         prepared_dir: str | Path,
         ids: Sequence[str],
         crop_size: int,
+        *,
         samples_per_image: int = 1,
         ftu_prob: float = 0.5,
         augment: AugmentConfig | None = DEFAULT_AUGMENT,
@@ -170,9 +171,13 @@ class CropDataset(Dataset):
         if copies and self.stain_copy_prob and rng.random() < self.stain_copy_prob:
             image_path = copies[int(rng.integers(len(copies)))]
         image, mask = random_crop(
-            self._map(image_path), self._map(mask_path), self.crop_size, rng, self.ftu_prob,
+            self._map(image_path),
+            self._map(mask_path),
+            self.crop_size,
+            rng,
+            self.ftu_prob,
             self._map(ftu_path),
-        )  # fmt: skip
+        )
         # In-memory copies of the crop alone (the maps are read-only and stay untouched).
         return np.ascontiguousarray(image), np.ascontiguousarray(mask, dtype=np.uint8)
 
@@ -195,9 +200,14 @@ class CropDataset(Dataset):
                 return self._draw(pool[int(rng.integers(len(pool)))], rng)
 
             image, mask, pixel_size = augment(
-                image, mask, rng, self.augment, ORGANS[self.organs[source]], self.um_per_px,
+                image,
+                mask,
+                rng,
+                self.augment,
+                ORGANS[self.organs[source]],
+                self.um_per_px,
                 draw_other,
-            )  # fmt: skip
+            )
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)),
             "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8)).unsqueeze(0),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,17 +21,25 @@ from ftuseg.train.dann import DomainAdversarial
 from ftuseg.train.optimisation import Optimisation
 
 
+@dataclass(frozen=True)
+class Trainee:
+    """What an epoch updates: the network as it runs (DDP-wrapped or not), whether its output
+    carries the heads, the loss, the optimiser, and the domain-adversarial branch (or None)."""
+
+    net: torch.nn.Module
+    heads: bool
+    criterion: SegmentationLoss
+    opt: Optimisation
+    domain: DomainAdversarial | None = None
+
+
 def train_epoch(
-    net: torch.nn.Module,
-    heads: bool,
+    trainee: Trainee,
     loader: DataLoader,
-    criterion: SegmentationLoss,
-    opt: Optimisation,
     epoch: int,
     cfg: TrainConfig,
     runtime: Runtime,
     advance: Any,
-    domain: DomainAdversarial | None = None,
 ) -> dict[str, float]:
     """One pass over the loader; returns the mean loss and loss parts of this process.
 
@@ -39,6 +48,13 @@ def train_epoch(
     ``domain``, each batch is joined by a batch of unlabeled target crops (see
     :mod:`ftuseg.train.dann`).
     """
+    net, heads, criterion, opt, domain = (
+        trainee.net,
+        trainee.heads,
+        trainee.criterion,
+        trainee.opt,
+        trainee.domain,
+    )
     losses: list[float] = []
     parts_sum: dict[str, float] = {}
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -65,10 +81,8 @@ def train_epoch(
         # Gradients of non-final micro-batches stay local (DDP syncs on the update).
         sync = net.no_sync() if runtime.info.enabled and not update else contextlib.nullcontext()
         with sync:
-            with torch.autocast(
-                runtime.device.type, dtype=opt.autocast or torch.float32,
-                enabled=opt.autocast is not None,
-            ):  # fmt: skip
+            dtype, enabled = opt.autocast or torch.float32, opt.autocast is not None
+            with torch.autocast(runtime.device.type, dtype=dtype, enabled=enabled):
                 output = net(image, heads=heads)
             domain_loss = None
             if domain is not None:

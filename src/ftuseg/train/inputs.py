@@ -14,8 +14,8 @@ from ftuseg.core.layout import ARRAYS, Layout, prepared_path
 from ftuseg.core.layout import INDEX_NAME as PREPARED_INDEX
 from ftuseg.data.prepare import read_index
 from ftuseg.domain.augment import AugmentConfig
-from ftuseg.domain.copies import copy_files
 from ftuseg.domain.normalize import NormalizeConfig, normalized_files
+from ftuseg.domain.stain import copy_files
 from ftuseg.infer.engine import InferenceConfig
 from ftuseg.models import Segmenter
 from ftuseg.train.config import (
@@ -47,14 +47,8 @@ class TrainData:
     @classmethod
     def from_layout(cls, layout: Layout, um_per_px: float) -> TrainData:
         """Every stage output a training run may read, at the pipeline's places."""
-        return cls(
-            layout.prepared,
-            layout.train_csv,
-            um_per_px,
-            stain=layout.stain,
-            normalized=layout.normalized,
-            unlabeled=layout.unlabeled,
-        )
+        stage_outputs = (layout.stain, layout.normalized, layout.unlabeled)
+        return cls(layout.prepared, layout.train_csv, um_per_px, *stage_outputs)
 
 
 def fold_ids(prepared: Path, fold: int) -> tuple[list[str], list[str], list[float]]:
@@ -108,6 +102,7 @@ def build_loader(
     data: TrainData,
     ids: list[str],
     files: tuple[dict[str, Path], dict[str, list[Path]]],
+    *,
     cfg: TrainConfig,
     augment: AugmentConfig,
     seed: int,
@@ -118,8 +113,8 @@ def build_loader(
         data.prepared,
         ids,
         cfg.crop_size,
-        cfg.samples_per_image,
-        cfg.ftu_crop_prob,
+        samples_per_image=cfg.samples_per_image,
+        ftu_prob=cfg.ftu_crop_prob,
         augment=augment,
         seed=seed,
         organ_oversample=cfg.organ_oversample,
@@ -142,11 +137,12 @@ def pseudo_loader(
     data: TrainData,
     split: tuple[list[str], list[str]],
     files: tuple[dict[str, Path], dict[str, list[Path]]],
+    *,
     cfg: TrainConfig,
     augment: AugmentConfig,
+    inference: InferenceConfig,
     seed: int,
     runtime: Runtime,
-    inference: InferenceConfig,
     labels_dir: Path,
     generate: bool,
 ) -> tuple[DataLoader, EpochBatches, dict[str, float]]:
@@ -159,10 +155,24 @@ def pseudo_loader(
     train_ids, val_ids = split
     if generate and runtime.info.is_main:
         write_pseudo_labels(
-            model, data.unlabeled, labels_dir, [*train_ids, *val_ids], data.um_per_px,
-            cfg.crop_size, inference, cfg.pseudo_confidence,
-        )  # fmt: skip
+            model,
+            data.unlabeled,
+            labels_dir,
+            labelled_ids=[*train_ids, *val_ids],
+            um_per_px=data.um_per_px,
+            crop_size=cfg.crop_size,
+            config=inference,
+            confidence=cfg.pseudo_confidence,
+        )
     barrier(runtime.info)
-    pseudo = read_pseudo_labels(labels_dir, data.unlabeled)
-    loader, sampler = build_loader(data, train_ids, files, cfg, augment, seed, runtime, pseudo)
+    loader, sampler = build_loader(
+        data,
+        train_ids,
+        files,
+        cfg=cfg,
+        augment=augment,
+        seed=seed,
+        runtime=runtime,
+        pseudo=read_pseudo_labels(labels_dir, data.unlabeled),
+    )
     return loader, sampler, label_stats(labels_dir)

@@ -11,7 +11,7 @@ import logging
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from ftuseg.train.distributed import (
     from_main,
     mean_across,
 )
-from ftuseg.train.epoch import train_epoch
+from ftuseg.train.epoch import Trainee, train_epoch
 from ftuseg.train.inputs import (
     TrainData,
     build_loader,
@@ -68,14 +68,26 @@ from ftuseg.train.validation import Validator
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How a fold trains beside the ``train`` group: the augmentations, the stain normalisation
+    (recorded in the checkpoint, so inference normalises too) and the inference settings
+    validation predicts with (as the OOF stage does)."""
+
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
 def run_fingerprint(
+    *,
     model_name: str,
     model_cfg: dict[str, Any],
     cfg: TrainConfig,
     fold: int,
     ids: tuple[list[str], list[str]],
     data: TrainData,
-    settings: dict[str, Any],
+    recipe: Recipe,
     device: torch.device,
     files: list[Path],
 ) -> str:
@@ -90,7 +102,9 @@ def run_fingerprint(
             "fold": fold,
             "train_ids": ids[0],
             "val_ids": ids[1],
-            **settings,
+            "augment": asdict(recipe.augment),
+            "normalize": asdict(recipe.normalize),
+            "inference": asdict(recipe.inference),
             # a GPU run resumes on a GPU (its CUDA RNG and GradScaler state), a CPU run on a CPU
             "device": device.type,
             "inputs": inputs_digest(files),
@@ -100,12 +114,17 @@ def run_fingerprint(
 
 @dataclass
 class FoldRun:
-    """Everything one fold's training builds before its first epoch."""
+    """Everything one fold's training builds before its first epoch, and what it runs with."""
 
     name: str
     model_cfg: dict[str, Any]
     fold: int
     seed: int
+    cfg: TrainConfig
+    recipe: Recipe
+    data: TrainData
+    dirs: RunDirs
+    runtime: Runtime
     train_ids: list[str]
     val_ids: list[str]
     train_pixel_sizes: list[float]
@@ -119,17 +138,14 @@ class FoldRun:
     opt: Optimisation
     domain: DomainAdversarial | None
     run_id: str
-    um_per_px: float
-    normalize: NormalizeConfig
-    crop_size: int
 
     def checkpoint_meta(self, epoch: int, val_dice: float) -> dict[str, Any]:
         """What the checkpoint records beside the weights (everything inference needs)."""
         return {
             "name": self.name,
             "model_cfg": self.model_cfg,
-            "um_per_px": self.um_per_px,
-            "stain_normalize": asdict(self.normalize),
+            "um_per_px": self.data.um_per_px,
+            "stain_normalize": asdict(self.recipe.normalize),
             "fold": self.fold,
             "epoch": epoch,
             "val_dice": round(val_dice, 5),
@@ -138,23 +154,24 @@ class FoldRun:
             # What `inference.scale_handling: false` assumes every image has.
             "train_pixel_sizes": self.train_pixel_sizes,
             # The context the model learnt from: inference tiles default to it.
-            "crop_size": self.crop_size,
+            "crop_size": self.cfg.crop_size,
         }
 
 
 def build_fold_run(
     data: TrainData,
+    *,
     model_name: str,
     model_cfg: dict[str, Any],
     fold: int,
     cfg: TrainConfig,
-    settings: tuple[AugmentConfig, NormalizeConfig, InferenceConfig],
+    recipe: Recipe,
+    dirs: RunDirs,
     runtime: Runtime,
 ) -> FoldRun:
     """Seed, split, data, validator, model, loss, optimiser, domain head and run fingerprint,
     built in a fixed order (the order of the random draws is part of determinism)."""
-    augment, normalize, inference = settings
-    if cfg.pseudo_start and normalize.method != "none":
+    if cfg.pseudo_start and recipe.normalize.method != "none":
         raise DataError(
             "train.pseudo_start > 0 with stain.normalize on: the unlabeled images are not "
             "normalised, so the teacher would label other colours than it was trained on"
@@ -162,51 +179,82 @@ def build_fold_run(
     seed = cfg.seed + 1000 * fold
     seed_everything(seed)
     train_ids, val_ids, train_pixel_sizes = fold_ids(data.prepared, fold)
-    files = image_files(data, normalize, [*train_ids, *val_ids], cfg)
-    loader, sampler = build_loader(data, train_ids, files, cfg, augment, seed, runtime)
+    files = image_files(data, recipe.normalize, [*train_ids, *val_ids], cfg)
+    loader, sampler = build_loader(
+        data, train_ids, files, cfg=cfg, augment=recipe.augment, seed=seed, runtime=runtime
+    )
     validate = Validator(
-        data.prepared, data.train_csv, val_ids, data.um_per_px, cfg.crop_size, inference,
-        train_pixel_sizes, files[0],
-    )  # fmt: skip
+        data.prepared,
+        data.train_csv,
+        val_ids,
+        um_per_px=data.um_per_px,
+        crop_size=cfg.crop_size,
+        config=recipe.inference,
+        train_pixel_sizes=train_pixel_sizes,
+        images=files[0],
+    )
     if cfg.domain_weight > 0:  # recorded in the checkpoint: its weights include the head
         model_cfg = {**model_cfg, "domain_head": True}
     model, net = prepare_model(model_cfg, cfg, runtime)
     criterion = SegmentationLoss(
         LossWeights(
-            cfg.bce_weight, cfg.dice_weight, cfg.focal_weight, cfg.aux_weight, cfg.organ_weight,
-            cfg.pixel_size_weight,
+            bce=cfg.bce_weight,
+            dice=cfg.dice_weight,
+            focal=cfg.focal_weight,
+            aux=cfg.aux_weight,
+            organ=cfg.organ_weight,
+            pixel_size=cfg.pixel_size_weight,
         )
-    )  # fmt: skip
+    )
     opt = build_optimisation(model, cfg, len(loader), runtime.cuda)
     domain = (
         build_domain_adversarial(
             data.unlabeled,
             model.domain_head,
-            len(loader.dataset),
-            cfg.batch_size,
-            cfg.crop_size,
-            cfg.domain_weight,
-            cfg.domain_gamma,
-            total_updates(cfg, len(loader)),
-            seed + 1,
-            cfg.num_workers,
-            runtime.cuda,
-            runtime.info,
-        )  # fmt: skip
+            crops_per_epoch=len(loader.dataset),
+            cfg=cfg,
+            total_updates=total_updates(cfg, len(loader)),
+            seed=seed + 1,
+            runtime=runtime,
+        )
         if cfg.domain_weight > 0
         else None
     )
-    recipe = {"augment": asdict(augment), "normalize": asdict(normalize),
-              "inference": asdict(inference)}  # fmt: skip
     run_id = run_fingerprint(
-        model_name, model_cfg, cfg, fold, (train_ids, val_ids), data, recipe, runtime.device,
-        input_files(data, [*train_ids, *val_ids], files, cfg),
-    )  # fmt: skip
+        model_name=model_name,
+        model_cfg=model_cfg,
+        cfg=cfg,
+        fold=fold,
+        ids=(train_ids, val_ids),
+        data=data,
+        recipe=recipe,
+        device=runtime.device,
+        files=input_files(data, [*train_ids, *val_ids], files, cfg),
+    )
     return FoldRun(
-        model_name, model_cfg, fold, seed, train_ids, val_ids, train_pixel_sizes, files, loader,
-        sampler, validate, model, net, criterion, opt, domain, run_id, data.um_per_px, normalize,
-        cfg.crop_size,
-    )  # fmt: skip
+        name=model_name,
+        model_cfg=model_cfg,
+        fold=fold,
+        seed=seed,
+        cfg=cfg,
+        recipe=recipe,
+        data=data,
+        dirs=dirs,
+        runtime=runtime,
+        train_ids=train_ids,
+        val_ids=val_ids,
+        train_pixel_sizes=train_pixel_sizes,
+        files=files,
+        loader=loader,
+        sampler=sampler,
+        validate=validate,
+        model=model,
+        net=net,
+        criterion=criterion,
+        opt=opt,
+        domain=domain,
+        run_id=run_id,
+    )
 
 
 def train_fold(
@@ -216,30 +264,33 @@ def train_fold(
     fold: int,
     cfg: TrainConfig,
     dirs: RunDirs,
-    augment: AugmentConfig | None = None,
-    normalize: NormalizeConfig | None = None,
-    inference: InferenceConfig | None = None,
+    recipe: Recipe | None = None,
 ) -> dict[str, Any]:
     """Train ``model_name`` on all folds but ``fold``, validate on ``fold``; returns a summary.
 
     The best epoch is chosen by :class:`~ftuseg.train.validation.Validator`, the OOF stage's own
-    computation with ``inference`` (default: tiles of the training crop, no TTA). With
+    computation with ``recipe.inference`` (default: tiles of the training crop, no TTA). With
     ``dirs.state`` (and ``cfg.resume``), the state after every epoch is persisted there and a
     run killed part-way continues from its last completed epoch, ending with the same weights
     and logs as an uninterrupted run (see :mod:`ftuseg.train.resume`).
 
-    ``augment`` is the augmentation recipe (default: dihedral only); stain copies come from
-    ``data.stain`` (drawn with ``cfg.stain_copy_prob``); with ``normalize`` on, every image and
-    copy is read from the normalize stage's cached output and the checkpoint records the
-    settings, so inference normalises too.
+    ``recipe.augment`` is the augmentation recipe (default: dihedral only); stain copies come
+    from ``data.stain`` (drawn with ``cfg.stain_copy_prob``); with ``recipe.normalize`` on,
+    every image and copy is read from the normalize stage's cached output and the checkpoint
+    records the settings, so inference normalises too.
     """
-    settings = (augment or AugmentConfig(), normalize or NormalizeConfig(),
-                inference or InferenceConfig())  # fmt: skip
     runtime = setup_runtime(cfg)
-    run = build_fold_run(data, model_name, model_cfg, fold, cfg, settings, runtime)
-    state, best_weights = resume_run(
-        dirs, cfg, run.run_id, run.model, run.opt, run.checkpoint_meta, runtime
+    run = build_fold_run(
+        data,
+        model_name=model_name,
+        model_cfg=model_cfg,
+        fold=fold,
+        cfg=cfg,
+        recipe=recipe or Recipe(),
+        dirs=dirs,
+        runtime=runtime,
     )
+    state, best_weights = resume_run(run)
     resumed_from = state.epoch
     started = time.perf_counter()
     main = runtime.info.is_main
@@ -263,9 +314,8 @@ def train_fold(
                 live.log_metric(name, value)
             live.next_step()
         pseudo_stats = run_epochs(
-            run, state, best_weights, cfg, settings, data, dirs, runtime, live, progress,
-            (labels_dir, resumed_from),
-        )  # fmt: skip
+            run, state, best_weights, live, progress, Pseudo(labels_dir, resumed_from)
+        )
         summary = {
             "best_val_dice": round(state.best_val_dice, 5),
             "best_epoch": state.best_epoch,
@@ -285,45 +335,63 @@ def train_fold(
     }
 
 
+@dataclass(frozen=True)
+class Pseudo:
+    """Where a run's pseudo-labels go, and the epoch it resumed from (labels written before it
+    are reused, not regenerated)."""
+
+    labels_dir: Path
+    resumed_from: int
+
+
 def run_epochs(
     run: FoldRun,
     state: TrainingState,
     best_weights: dict[str, torch.Tensor] | None,
-    cfg: TrainConfig,
-    settings: tuple[AugmentConfig, NormalizeConfig, InferenceConfig],
-    data: TrainData,
-    dirs: RunDirs,
-    runtime: Runtime,
     live: Any,
     progress: Progress,
-    pseudo: tuple[Path, int],
+    pseudo: Pseudo,
 ) -> dict[str, float] | None:
     """The epochs from ``state.epoch`` on: train, validate, log, keep the best checkpoint, stop
-    early where asked. ``pseudo``: where pseudo-labels go and the epoch the run resumed from.
-    Returns the pseudo-label statistics (None without self-training)."""
-    augment, _, inference = settings
-    labels_dir, resumed_from = pseudo
+    early where asked. Returns the pseudo-label statistics (None without self-training)."""
+    cfg, runtime = run.cfg, run.runtime
     loader, sampler, pseudo_stats = run.loader, run.sampler, None
     task = progress.add_task(
-        "train", total=cfg.epochs * len(loader), completed=state.epoch * len(loader),
-        epoch=state.epoch, loss=math.nan, dice=math.nan,
-    )  # fmt: skip
+        "train",
+        total=cfg.epochs * len(loader),
+        completed=state.epoch * len(loader),
+        epoch=state.epoch,
+        loss=math.nan,
+        dice=math.nan,
+    )
     for epoch in range(state.epoch, cfg.epochs):
         if cfg.pseudo_start and epoch >= cfg.pseudo_start and pseudo_stats is None:
             # The teacher: this fold's weights as they stand now (see ftuseg.train.pseudo).
             loader, sampler, pseudo_stats = pseudo_loader(
-                run.model, data, (run.train_ids, run.val_ids), run.files, cfg, augment, run.seed,
-                runtime, inference, labels_dir, generate=resumed_from <= cfg.pseudo_start,
-            )  # fmt: skip
+                run.model,
+                run.data,
+                (run.train_ids, run.val_ids),
+                run.files,
+                cfg=cfg,
+                augment=run.recipe.augment,
+                inference=run.recipe.inference,
+                seed=run.seed,
+                runtime=runtime,
+                labels_dir=pseudo.labels_dir,
+                generate=pseudo.resumed_from <= cfg.pseudo_start,
+            )
         run.model.train()
         sampler.set_epoch(epoch)  # the data order and every crop depend on the epoch alone
         if run.domain is not None:
             run.domain.set_epoch(epoch)
         losses = train_epoch(
-            run.net, run.model.has_heads, loader, run.criterion, run.opt, epoch, cfg, runtime,
+            Trainee(run.net, run.model.has_heads, run.criterion, run.opt, run.domain),
+            loader,
+            epoch,
+            cfg,
+            runtime,
             lambda loss, e=epoch: progress.update(task, advance=1, epoch=e + 1, loss=loss),
-            run.domain,
-        )  # fmt: skip
+        )
         last = epoch + 1 == cfg.epochs or stepped_out(cfg, epoch, run.opt.updates_per_epoch)
         scored = run.opt.scored(run.model)
         metrics = {
@@ -340,10 +408,7 @@ def run_epochs(
         for name, value in metrics.items():
             live.log_metric(name, value)
         live.next_step()
-        best_weights = end_epoch(
-            state, epoch, metrics, (run.model, scored), run.opt, best_weights, dirs,
-            run.checkpoint_meta, runtime,
-        )  # fmt: skip
+        best_weights = end_epoch(run, state, epoch, metrics, scored, best_weights)
         if stepped_out(cfg, epoch, run.opt.updates_per_epoch):
             log.info("stopping after %d optimiser steps (train.max_steps)", cfg.max_steps)
             break
@@ -363,60 +428,51 @@ def stepped_out(cfg: TrainConfig, epoch: int, updates_per_epoch: int) -> bool:
     return bool(cfg.max_steps) and (epoch + 1) * updates_per_epoch >= cfg.max_steps
 
 
-def resume_run(
-    dirs: RunDirs,
-    cfg: TrainConfig,
-    run_id: str,
-    model: Segmenter,
-    opt: Optimisation,
-    checkpoint_meta: Any,
-    runtime: Runtime,
-) -> tuple[TrainingState, dict[str, torch.Tensor] | None]:
+def resume_run(run: FoldRun) -> tuple[TrainingState, dict[str, torch.Tensor] | None]:
     """The state to start from: a fresh one, or the persisted state of an interrupted run with
     the same fingerprint (weights, optimiser, scaler and RNG restored in place)."""
-    resumed = load_state(dirs.state, run_id) if (dirs.state and cfg.resume) else None
+    dirs, model, opt = run.dirs, run.model, run.opt
+    resumed = load_state(dirs.state, run.run_id) if (dirs.state and run.cfg.resume) else None
     if resumed is None:
-        return TrainingState(run_id), None
+        return TrainingState(run.run_id), None
     state, tensors, saved = resumed
     best_weights = restore(tensors, saved, model, opt.optimizer, opt.scaler, opt.ema)
     log.info("resuming after epoch %d (best %d)", state.epoch, state.best_epoch)
-    if best_weights is not None and runtime.info.is_main:
+    if best_weights is not None and run.runtime.info.is_main:
         # The killed run's checkpoint folder is gone (DVC clears outputs); re-emit the best one.
         current = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(best_weights)
         save_checkpoint(
-            dirs.checkpoint, model, checkpoint_meta(state.best_epoch, state.best_val_dice)
+            dirs.checkpoint, model, run.checkpoint_meta(state.best_epoch, state.best_val_dice)
         )
         model.load_state_dict(current)
     return state, best_weights
 
 
 def end_epoch(
+    run: FoldRun,
     state: TrainingState,
     epoch: int,
     metrics: dict[str, float],
-    models: tuple[Segmenter, Segmenter],
-    opt: Optimisation,
+    scored: Segmenter,
     best_weights: dict[str, torch.Tensor] | None,
-    dirs: RunDirs,
-    checkpoint_meta: Any,
-    runtime: Runtime,
 ) -> dict[str, torch.Tensor] | None:
     """Book-keeping after an epoch: history, best checkpoint, early-stopping counter (in
-    validations) and the resumable state. ``models``: the one trained and the one scored (its
+    validations) and the resumable state. ``scored``: the model validated (the trained one's
     weight average, or itself). Returns the best weights so far."""
-    model, scored = models
+    dirs, main = run.dirs, run.runtime.info.is_main
     val_dice = metrics.get("val/dice")  # None: not a validation epoch (train.val_every)
     state.history.append(metrics)
     state.epoch = epoch + 1
     if val_dice is not None and val_dice > state.best_val_dice:
         state.best_val_dice, state.best_epoch, state.stale = val_dice, epoch + 1, 0
-        if runtime.info.is_main:
-            save_checkpoint(dirs.checkpoint, scored, checkpoint_meta(epoch + 1, val_dice))
+        if main:
+            save_checkpoint(dirs.checkpoint, scored, run.checkpoint_meta(epoch + 1, val_dice))
         best_weights = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
     elif val_dice is not None:
         state.stale += 1
-    if dirs.state and runtime.info.is_main:
-        save_state(dirs.state, state, model, opt.optimizer, best_weights, opt.scaler, opt.ema)
-    barrier(runtime.info)
+    if dirs.state and main:
+        opt = run.opt
+        save_state(dirs.state, state, run.model, opt.optimizer, best_weights, opt.scaler, opt.ema)
+    barrier(run.runtime.info)
     return best_weights

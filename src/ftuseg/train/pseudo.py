@@ -89,8 +89,10 @@ def unlabeled_index(unlabeled_dir: str | Path, labelled_ids: Sequence[str]) -> p
         log.warning(
             "%s: %d unlabeled image(s) share an id with labelled images (%s...); they are "
             "pseudo-labelled by the teacher like the others, their masks are never read",
-            path, len(both), ", ".join(both[:5]),
-        )  # fmt: skip
+            path,
+            len(both),
+            ", ".join(both[:5]),
+        )
     return index
 
 
@@ -98,6 +100,7 @@ def write_pseudo_labels(
     model: Segmenter,
     unlabeled_dir: str | Path,
     out_dir: str | Path,
+    *,
     labelled_ids: Sequence[str],
     um_per_px: float,
     crop_size: int,

@@ -43,6 +43,7 @@ class Validator:
         prepared_dir: str | Path,
         train_csv: str | Path,
         ids: Sequence[str],
+        *,
         um_per_px: float,
         crop_size: int,
         config: InferenceConfig,
@@ -71,8 +72,11 @@ class Validator:
             return math.nan
         predictor = Predictor(
             [Member(model, 1.0, "validation", tile_size=self.crop_size)],
-            self.um_per_px, self.config, None, self.train_pixel_sizes,
-        )  # fmt: skip
+            self.um_per_px,
+            self.config,
+            None,
+            self.train_pixel_sizes,
+        )
         scores = []
         for row, path in zip(self.rows, self.paths, strict=True):
             if predictor.source_pixel_size(row.pixel_size) != row.pixel_size:

@@ -148,6 +148,18 @@ def run_stain_stage(
     return table
 
 
+def copy_timing(table: pd.DataFrame) -> dict[str, float]:
+    """Images, copies and mean seconds per image fit and per copy, from
+    :func:`run_stain_stage`'s table (``metrics/stain.json``)."""
+    per_image = table.groupby("id")[["fit_s", "copy_s"]].first()
+    return {
+        "images": len(per_image),
+        "copies": len(table),
+        "fit_seconds_per_image": round(float(per_image["fit_s"].mean()), 4) if len(table) else 0,
+        "seconds_per_copy": round(float(per_image["copy_s"].mean()), 4) if len(table) else 0,
+    }
+
+
 def copy_files(stain_dir: str | Path, ids: list[str]) -> dict[str, list[Path]]:
     """The stain copies of ``ids`` (RGB uint8 ``.npy`` files of a stain stage output folder),
     checked to exist and to hold (H, W, 3) uint8 arrays. Every id must have at least one copy:
