@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from timm.utils import ModelEmaV3
 
 from ftuseg.core.errors import DataError
@@ -31,6 +35,7 @@ from ftuseg.train.inputs import TrainData, image_files, input_files
 from ftuseg.train.loop import train_fold, validated
 from ftuseg.train.optimisation import prepare_model
 from ftuseg.train.resume import TrainingState, inputs_digest, load_state, restore, save_state
+from ftuseg.train.warm_start import warm_start
 
 MODEL = {"arch": "smp_unet", "encoder": "resnet18", "decoder_channels": [16, 8, 8, 8, 8]}
 CFG = TrainConfig(epochs=3, batch_size=4, crop_size=64, samples_per_image=2, threads=2, lr=3e-3)
@@ -445,3 +450,68 @@ def test_two_gloo_processes_follow_the_single_process_loss(prepared, tmp_path):
     assert rel < DDP_LOSS_RTOL
     assert (tmp_path / "two/ckpt/model.safetensors").is_file()
     assert not (tmp_path / "two/live/rank1").exists()
+
+
+# ---------------------------------------------------------------------------- warm start
+
+
+def test_a_warm_start_begins_from_the_checkpoint_and_records_it(prepared, first, tmp_path):
+    """``train.init`` = a finished run's checkpoint: the new run's first epoch starts from its
+    weights (its loss is the trained model's, far below a fresh start's) and the new
+    checkpoint names its origin and the weights' digest."""
+    source, _ = first
+    fresh = pd.read_csv(source / "live/plots/metrics/train/loss.tsv", sep="\t")["loss"]
+    run(prepared, tmp_path, replace(CFG, epochs=1, init=str(source / "ckpt")))
+    warm = pd.read_csv(tmp_path / "live/plots/metrics/train/loss.tsv", sep="\t")["loss"]
+    assert warm.iloc[0] < fresh.iloc[0] - 0.1
+    assert warm.iloc[0] <= fresh.iloc[-1] + 0.05  # where the source run ended, not where it began
+    meta = json.loads((tmp_path / "ckpt/model.json").read_text())
+    digest = hashlib.sha256((source / "ckpt/model.safetensors").read_bytes()).hexdigest()
+    assert meta["init"] == {"source": str(source / "ckpt"), "sha256": digest}
+    assert "init" not in json.loads((source / "ckpt/model.json").read_text())
+
+
+def test_warm_start_loads_every_tensor_and_casts_fp16(first, tmp_path):
+    source, _ = first
+    tensors = load_file(str(source / "ckpt/model.safetensors"))
+    half = tmp_path / "half"
+    half.mkdir()
+    halved = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(halved, str(half / "model.safetensors"))
+    shutil.copy(source / "ckpt/model.json", half / "model.json")
+    model = build_model(MODEL)
+    record = warm_start(model, MODEL, str(half), 3.0)
+    for name, value in model.state_dict().items():
+        expected = (
+            tensors[name].half().to(value.dtype) if value.is_floating_point() else tensors[name]
+        )
+        assert value.dtype == tensors[name].dtype and torch.equal(value, expected), name
+    assert record["source"] == str(half)
+
+
+def test_the_shipped_model_is_a_warm_start_for_the_own_data_profile():
+    from ftuseg.core.params import write_params
+
+    own = write_params(["profile=own-data"], out=Path(tempfile.mkdtemp()) / "p.yaml")
+    model_cfg = own["models"]["unet"]
+    record = warm_start(build_model(model_cfg), model_cfg, "shipped:kidney", 4.0)
+    assert record["source"] == "shipped:kidney" and len(record["sha256"]) == 64
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("shipped:lung", "no model ships for organ 'lung'"),
+        ("nowhere", r"nowhere/model\.safetensors not found"),
+    ],
+)
+def test_a_warm_start_that_cannot_be_had_is_an_error_naming_it(source, message):
+    with pytest.raises(DataError, match=message):
+        warm_start(build_model(MODEL), MODEL, source, 3.0)
+
+
+def test_a_warm_start_from_another_architecture_is_refused(first):
+    source, _ = first
+    other = {**MODEL, "decoder_channels": [32, 16, 8, 8, 8]}
+    with pytest.raises(DataError, match=r"another architecture \(decoder_channels: \[16, 8"):
+        warm_start(build_model(other), other, str(source / "ckpt"), 3.0)

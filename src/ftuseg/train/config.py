@@ -60,6 +60,9 @@ class TrainConfig:
     # this): validation, the best checkpoint and OOF use the averaged weights. 0 = off.
     ema_decay: float = 0.0
     num_workers: int = 0  # data-loader processes (persistent; pinned memory on CUDA)
+    # Warm start: a checkpoint folder (models/<model>/fold<k>) or shipped:<organ> whose weights
+    # the run starts from (ftuseg.train.warm_start); None = a fresh initialisation.
+    init: str | None = None
     seed: int = 2022
     threads: int = 0  # CPU threads for torch; 0 = all cores
     device: str = "auto"

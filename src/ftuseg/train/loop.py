@@ -64,6 +64,7 @@ from ftuseg.train.resume import (
     save_state,
 )
 from ftuseg.train.validation import Validator
+from ftuseg.train.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def run_fingerprint(
     recipe: Recipe,
     device: torch.device,
     files: list[Path],
+    init: dict[str, str] | None,
 ) -> str:
     """Everything that determines the run; the execution knobs (threads, workers, resume) do
     not count."""
@@ -108,6 +110,7 @@ def run_fingerprint(
             # a GPU run resumes on a GPU (its CUDA RNG and GradScaler state), a CPU run on a CPU
             "device": device.type,
             "inputs": inputs_digest(files),
+            "init": init,
         }
     )
 
@@ -138,6 +141,7 @@ class FoldRun:
     opt: Optimisation
     domain: DomainAdversarial | None
     run_id: str
+    init: dict[str, str] | None = None  # train.init: the weights it started from
 
     def checkpoint_meta(self, epoch: int, val_dice: float) -> dict[str, Any]:
         """What the checkpoint records beside the weights (everything inference needs)."""
@@ -155,6 +159,8 @@ class FoldRun:
             "train_pixel_sizes": self.train_pixel_sizes,
             # The context the model learnt from: inference tiles default to it.
             "crop_size": self.cfg.crop_size,
+            # Only when warm-started: a run from scratch writes the same meta as before.
+            **({"init": self.init} if self.init else {}),
         }
 
 
@@ -196,6 +202,7 @@ def build_fold_run(
     if cfg.domain_weight > 0:  # recorded in the checkpoint: its weights include the head
         model_cfg = {**model_cfg, "domain_head": True}
     model, net = prepare_model(model_cfg, cfg, runtime)
+    init = warm_start(model, model_cfg, cfg.init, data.um_per_px) if cfg.init else None
     criterion = SegmentationLoss(
         LossWeights(
             bce=cfg.bce_weight,
@@ -230,6 +237,7 @@ def build_fold_run(
         recipe=recipe,
         device=runtime.device,
         files=input_files(data, [*train_ids, *val_ids], files, cfg),
+        init=init,
     )
     return FoldRun(
         name=model_name,
@@ -254,6 +262,7 @@ def build_fold_run(
         opt=opt,
         domain=domain,
         run_id=run_id,
+        init=init,
     )
 
 

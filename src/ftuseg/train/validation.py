@@ -68,8 +68,10 @@ class Validator:
 
     def __call__(self, model: Segmenter) -> float:
         """The score; leaves ``model`` in eval mode (the trainer switches it back)."""
-        if not self.rows:
-            return math.nan
+        return float(np.mean(self.per_image(model))) if self.rows else math.nan
+
+    def per_image(self, model: Segmenter) -> list[float]:
+        """Each validation image's Dice, in the order of ``ids``."""
         predictor = Predictor(
             [Member(model, 1.0, "validation", tile_size=self.crop_size)],
             self.um_per_px,
@@ -92,4 +94,4 @@ class Validator:
                 to_original(q, truth.shape), 0.5, row.pixel_size, self.config.min_component_um2
             )
             scores.append(dice(pred, truth))
-        return float(np.mean(scores))
+        return scores
