@@ -126,7 +126,7 @@ def run_one(work: Path, raw: Path, prepared: Path, init: str, n: int, seed: int)
     out = work / "runs" / name
     data = TrainData(prepared, raw / "train.csv", float(params["prepare"]["um_per_px"]))
     started = time.perf_counter()
-    train_fold(data, "unet", model_cfg, 0, cfg, RunDirs(out / "ckpt", out / "live"), recipe)
+    train_fold(data, "unet", model_cfg, 0, cfg, RunDirs(out / "ckpt", out / "live"), recipe=recipe)
     seconds = time.perf_counter() - started
     model, meta = load_checkpoint(out / "ckpt")
     validator = Validator(

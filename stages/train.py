@@ -42,7 +42,7 @@ def main(
         fold,
         cfg,
         RunDirs.of(layout, model, fold),
-        Recipe(
+        recipe=Recipe(
             augment=s.config(AugmentConfig, "augment"),
             normalize=s.config(NormalizeConfig, "stain.normalize"),
             inference=s.config(InferenceConfig, "inference"),

@@ -67,7 +67,7 @@ def test_a_stuck_or_killed_worker_fails_the_wait_and_leaves_no_process(tmp_path,
     ):
         if fault == "killed":
             assert kill_workers_once_running(repo) >= 1
-        status = dvc_queue.wait(repo, timeout=15)
+        status = dvc_queue.wait(repo, timeout=6, poll=1)
         # A killed worker may leave its task marked failed instead of running: the test that
         # waited on it fails on the outcome, as the e2e sweep test does.
         assert status.count("Success") == 1, status

@@ -273,6 +273,7 @@ def train_fold(
     fold: int,
     cfg: TrainConfig,
     dirs: RunDirs,
+    *,
     recipe: Recipe | None = None,
 ) -> dict[str, Any]:
     """Train ``model_name`` on all folds but ``fold``, validate on ``fold``; returns a summary.
