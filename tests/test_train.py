@@ -251,7 +251,7 @@ def test_validating_every_other_epoch_keeps_the_best_of_those_validated(prepared
 
 # The weight average on: a resumed run must restore it as well (``ema.`` tensors of the state).
 RESUME_CFG = TrainConfig(
-    epochs=6, batch_size=4, crop_size=64, samples_per_image=16, threads=2, lr=3e-3,
+    epochs=6, batch_size=4, crop_size=64, samples_per_image=8, threads=2, lr=3e-3,
     ema_decay=0.9,
 )  # fmt: skip
 
