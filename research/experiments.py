@@ -197,6 +197,25 @@ def table_args(doc: str) -> argparse.Namespace:
     return ap.parse_args()
 
 
+def between_markers(text: str, table: str, start: str, end: str) -> str:
+    """``text`` with what stands between its ``start`` and ``end`` markers replaced by ``table``
+    (a page's generated part)."""
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{table}\n{end}{tail}"
+
+
+def write_or_check(outputs: Sequence[tuple[Path, str]], check: bool) -> list[str]:
+    """Write each (path, text); with ``check``, write nothing and return the stale files' names."""
+    stale = []
+    for path, text in outputs:
+        if not check:
+            path.write_text(text)
+        elif not path.is_file() or path.read_text() != text:
+            stale.append(path.name)
+    return stale
+
+
 def write_tables(table: Path, result: dict, markdown: str, script: str, check: bool) -> None:
     """``table``.json and .md of a study; with ``check``, write nothing and exit non-zero when
     the committed ones differ (``script`` rebuilds them with ``--report``)."""

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import glas_domain
-from experiments import RunArchive
+from experiments import RunArchive, between_markers, write_or_check
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # name -> (working scale in µm/px, methods in table order): the archived tables
@@ -80,9 +80,7 @@ def architectures() -> str:
 
 
 def with_findings(readme: str, table: str, start: str = START, end: str = END) -> str:
-    head, rest = readme.split(start, 1)
-    _, tail = rest.split(end, 1)
-    return f"{head}{start}\n{table}\n{end}{tail}"
+    return between_markers(readme, table, start, end)
 
 
 def archive_only() -> RunArchive:
@@ -111,12 +109,7 @@ def main() -> None:
             glas = with_findings(GLAS_PAGE.read_text(), findings(summaries))
             arch = with_findings(ARCH_PAGE.read_text(), architectures(), ARCH_START, ARCH_END)
             outputs += [(GLAS_PAGE, glas), (ARCH_PAGE, arch)]
-        for path, text in outputs:
-            if args.check:
-                if not path.is_file() or path.read_text() != text:
-                    stale.append(path.name)
-            else:
-                path.write_text(text)
+        stale += write_or_check(outputs, args.check)
     if stale:
         sys.exit(f"stale research tables (python research/tables.py rewrites them): {stale}")
 
